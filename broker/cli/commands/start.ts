@@ -1,0 +1,50 @@
+import { Command, Option } from 'commander'
+import type { ConfigTree } from '../../config/env.js'
+import { loadConfig } from '../../config/load.js'
+import { handleSignals, runNode } from '../../main.js'
+import { parseHostPort, type HostPort } from '../options.js'
+
+interface StartOptions {
+  config?: string
+  mqtt?: HostPort[]
+  mgmt?: HostPort
+  allowAnonymous?: boolean
+  dataDir?: string
+  logLevel?: string
+  logFormat?: string
+}
+
+const collectHostPort = (value: string, previous: HostPort[] = []): HostPort[] => [...previous, parseHostPort(value)]
+
+/** The settings the flags carry, as a config tree layered over the file and the environment. */
+export function flagsToConfig(options: StartOptions, fileListeners: readonly unknown[] | undefined): ConfigTree {
+  const tree: ConfigTree = {}
+  if (options.mqtt) {
+    // --mqtt replaces the mqtt listeners of the file and keeps its other listeners.
+    const others = (fileListeners ?? []).filter((l) => (l as { type?: string }).type !== 'mqtt') as ConfigTree[]
+    tree.listeners = [...options.mqtt.map(({ host, port }) => ({ type: 'mqtt', host, port })), ...others]
+  }
+  if (options.mgmt) tree.mgmt = { host: options.mgmt.host, port: options.mgmt.port }
+  if (options.allowAnonymous) tree.allowAnonymous = true
+  if (options.dataDir) tree.dataDir = options.dataDir
+  if (options.logLevel || options.logFormat) tree.log = { level: options.logLevel, format: options.logFormat }
+  return tree
+}
+
+export const startCommand = new Command('start')
+  .description('run a FleetMQ node in the foreground (SIGTERM drains and stops it, SIGHUP reloads TLS and users)')
+  .option('-c, --config <file>', 'YAML or JSON config file (FLEETMQ_CONFIG)')
+  .option('--mqtt <host:port>', 'MQTT (TCP) listener; repeat for several; replaces the mqtt listeners of the config', collectHostPort)
+  .option('--mgmt <host:port>', 'management API address (default 127.0.0.1:18083)', parseHostPort)
+  .option('--allow-anonymous', 'accept clients without credentials (development only)')
+  .option('--data-dir <dir>', 'folder for the user store and local state (default /var/lib/fleetmq)')
+  .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .addOption(new Option('--log-format <format>', 'log format').choices(['auto', 'json', 'pretty']))
+  .action(async (options: StartOptions) => {
+    const file = options.config ?? process.env.FLEETMQ_CONFIG
+    const { readConfigFile } = await import('../../config/load.js')
+    const fileListeners = file ? (readConfigFile(file).listeners as unknown[] | undefined) : undefined
+    const config = loadConfig({ file, env: process.env, flags: flagsToConfig(options, fileListeners) })
+    const node = await runNode(config)
+    handleSignals(node, config)
+  })

@@ -1,0 +1,57 @@
+/**
+ * Every default FleetMQ uses, in one place, with its unit. The schema in `schema.ts` applies them;
+ * nothing else in the broker hard-codes a limit or a port.
+ */
+export const DEFAULT_PORTS = Object.freeze({
+  mqtt: 1883,
+  mqtts: 8883,
+  ws: 8083,
+  wss: 8084,
+  mgmt: 18083,
+})
+
+export const DEFAULTS = Object.freeze({
+  /** Interface the default listeners bind to. */
+  host: '0.0.0.0',
+  /** WebSocket path, as most MQTT-over-WebSocket clients expect. */
+  wsPath: '/mqtt',
+  /** Folder for the user store and local state. */
+  dataDir: '/var/lib/fleetmq',
+  limits: Object.freeze({
+    /** Connected clients on this node, all listeners together (0 = unlimited). */
+    maxConnections: 100_000,
+    /** Largest MQTT packet accepted, bytes. Advertised to 5.0 clients as Maximum Packet Size. */
+    maxPacketSize: 1_048_576,
+    /** Unacknowledged QoS 1/2 messages the broker sends a client before waiting (Receive Maximum of the broker side). */
+    maxInflight: 100,
+    /** QoS 1/2 messages queued for one session beyond the in-flight window, count. */
+    maxQueued: 1_000,
+    /** Bytes buffered for a slow subscriber before its QoS 0 messages are dropped. */
+    slowConsumerBytes: 1_048_576,
+    /** Bytes buffered for a subscriber after which it is disconnected (it stopped reading). */
+    stuckConsumerBytes: 8_388_608,
+    /** Levels in a topic name or filter. */
+    maxTopicLevels: 32,
+    /** UTF-8 bytes in a topic name or filter. */
+    maxTopicLength: 1_024,
+    /** Shortest keep-alive accepted, seconds (0 = clients may disable keep-alive). */
+    minKeepAlive: 0,
+    /**
+     * Longest keep-alive accepted, seconds. 300 s because the AWS NLB's TLS listener drops idle
+     * connections after 350 s: a client pinging less often would be cut silently.
+     */
+    maxKeepAlive: 300,
+    /** Topic aliases a 5.0 client may register with the broker. */
+    topicAliasMaximum: 64,
+    /** Longest session expiry a 5.0 client may ask for, seconds (7 days). */
+    maxSessionExpiry: 604_800,
+    /** Client identifier length, characters. */
+    maxClientIdLength: 128,
+    /** Seconds a connection may take to send CONNECT. */
+    connectTimeout: 10,
+  }),
+  /** New connections a listener accepts per second before refusing (0 = unlimited). */
+  connectRate: 500,
+  /** Seconds SIGTERM waits for clients to be told and sessions to be flushed. */
+  shutdownTimeout: 10,
+})

@@ -1,0 +1,92 @@
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from '../log.js'
+import { FleetmqError } from '../errors.js'
+
+export interface Route {
+  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  readonly path: string
+  /** Health endpoints are open; everything else requires credentials. */
+  readonly public?: boolean
+  handle(req: http.IncomingMessage, body: Buffer): Promise<RouteResult> | RouteResult
+}
+
+export interface RouteResult {
+  readonly status: number
+  readonly body: unknown
+  /** Defaults to JSON; a string body with `text/plain` (Prometheus) is sent as is. */
+  readonly contentType?: string
+}
+
+export interface MgmtServer {
+  readonly host: string
+  readonly port: number
+  close(): Promise<void>
+}
+
+export interface MgmtOptions {
+  readonly host: string
+  readonly port: number
+  readonly log: Logger
+  readonly routes: readonly Route[]
+  /** Decides whether a request to a non-public route carries valid credentials. */
+  authorize(req: http.IncomingMessage): Promise<boolean> | boolean
+}
+
+const MAX_BODY_BYTES = 1_048_576
+
+function send(res: http.ServerResponse, result: RouteResult): void {
+  const contentType = result.contentType ?? 'application/json'
+  const payload = contentType === 'application/json' ? `${JSON.stringify(result.body)}\n` : String(result.body)
+  res.writeHead(result.status, { 'content-type': contentType, 'cache-control': 'no-store' })
+  res.end(payload)
+}
+
+export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer> {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://mgmt')
+    const route = options.routes.find((r) => r.path === url.pathname && r.method === req.method)
+    if (!route) {
+      const known = options.routes.some((r) => r.path === url.pathname)
+      send(res, known ? { status: 405, body: { error: `method ${req.method} not allowed` } } : { status: 404, body: { error: `no such endpoint ${url.pathname}` } })
+      return
+    }
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > MAX_BODY_BYTES) {
+        send(res, { status: 413, body: { error: 'request body too large' } })
+        req.destroy()
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      void (async () => {
+        try {
+          if (!route.public && !(await options.authorize(req))) {
+            res.setHeader('www-authenticate', 'Basic realm="fleetmq"')
+            send(res, { status: 401, body: { error: 'authentication required: an admin user (Basic) or the cluster secret (Bearer)' } })
+            return
+          }
+          send(res, await route.handle(req, Buffer.concat(chunks)))
+        } catch (err) {
+          options.log.error({ err, path: url.pathname }, 'management request failed')
+          send(res, { status: 500, body: { error: (err as Error).message } })
+        }
+      })()
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(new FleetmqError('LISTEN_FAILED', `management API cannot listen on ${options.host}:${options.port} (${err.code ?? err.message}); choose another --mgmt address`)))
+    server.listen({ host: options.host, port: options.port }, resolve)
+  })
+  const { port } = server.address() as AddressInfo
+  return {
+    host: options.host,
+    port,
+    close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }),
+  }
+}

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole suite: compile, shellcheck, then every test file under test/ with Node's test runner.
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+npm run --silent build
+mapfile -t files < <(find test -name '*.test.ts' | sort)
+if [ "$#" -gt 0 ]; then files=("$@"); fi
+exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 "${files[@]}"
