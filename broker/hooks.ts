@@ -6,6 +6,7 @@ import type {
   PublishPacket,
   Subscription,
 } from 'aedes'
+import { ConnectRefusal, writeRefusal } from './limits/refuse.js'
 
 /*
  * Features (auth, ACL, limits, shared subscriptions, …) each contribute hooks; the server composes
@@ -20,7 +21,7 @@ export type Awaitable<T> = T | Promise<T>
 
 export interface Feature {
   readonly name: string
-  /** Before authentication. Throw (see `refuse.ts`) to refuse the connection. */
+  /** Before authentication. Throw a `ConnectRefusal` (limits/refuse.ts) to refuse with a CONNACK reason code. */
   preConnect?(client: Client, packet: ConnectPacket): Awaitable<void>
   /**
    * Credentials check. The first feature that returns a verdict decides; `undefined` passes on.
@@ -36,6 +37,8 @@ export interface Feature {
   published?(packet: AedesPublishPacket, client: Client | null): Awaitable<void>
   /** Stop timers and release resources. */
   close?(): Awaitable<void>
+  /** SIGHUP: re-read files (TLS material, user store) without dropping connections. */
+  reload?(): Awaitable<void>
 }
 
 type AedesHooks = Required<Pick<AedesOptions, 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward' | 'published'>>
@@ -79,6 +82,36 @@ function runChain<T, R>(
   step(input)
 }
 
+type PublishCheck = NonNullable<Feature['authorizePublish']>
+type PublishedHook = NonNullable<Feature['published']>
+
+/** The rest of the publish checks once check `index` answered with a promise. */
+async function authorizePublishAsync(checks: readonly PublishCheck[], index: number, pending: Promise<Error | null | undefined>,
+  client: Client | null, packet: PublishPacket): Promise<Error | null> {
+  try {
+    const denied = await pending
+    if (denied) return denied
+    for (let i = index + 1; i < checks.length; i++) {
+      const next = await checks[i](client, packet)
+      if (next) return next
+    }
+    return null
+  } catch (err) {
+    return err as Error
+  }
+}
+
+async function publishedAsync(hooks: readonly PublishedHook[], index: number, pending: Promise<void>,
+  packet: AedesPublishPacket, client: Client | null): Promise<Error | null> {
+  try {
+    await pending
+    for (let i = index + 1; i < hooks.length; i++) await hooks[i](packet, client)
+    return null
+  } catch (err) {
+    return err as Error
+  }
+}
+
 export function composeHooks(features: readonly Feature[]): AedesHooks {
   const pick = <K extends keyof Feature>(key: K) =>
     features.filter((f) => f[key] !== undefined).map((f) => (f[key] as (...args: unknown[]) => unknown).bind(f)) as NonNullable<Feature[K]>[]
@@ -93,7 +126,11 @@ export function composeHooks(features: readonly Feature[]): AedesHooks {
   return {
     preConnect(client, packet, callback) {
       runChain(preConnects.map((f) => () => f(client, packet)), undefined, () => ({ stop: false, input: undefined }),
-        (err) => callback(err, err === null))
+        (err) => {
+          // aedes sends no CONNACK for a preConnect error: a refusal writes its own first.
+          if (err instanceof ConnectRefusal) void writeRefusal(client.conn, packet.protocolVersion ?? 4, err).then(() => callback(err, false))
+          else callback(err, err === null)
+        })
     },
     authenticate(client, username, password, callback) {
       runChain(authenticators.map((f) => () => f(client, username, password)), undefined as boolean | undefined,
@@ -104,9 +141,25 @@ export function composeHooks(features: readonly Feature[]): AedesHooks {
         })
     },
     authorizePublish(client, packet, callback) {
-      runChain(publishChecks.map((f) => () => f(client, packet)), undefined,
-        (denied) => (denied ? { stop: true, value: denied } : { stop: false, input: undefined }),
-        (err, denied) => callback(err ?? (denied as Error | undefined) ?? null))
+      // Per message: a plain loop while the checks answer synchronously, no closure per call.
+      for (let i = 0; i < publishChecks.length; i++) {
+        let denied: Awaitable<Error | null | undefined>
+        try {
+          denied = publishChecks[i](client, packet)
+        } catch (err) {
+          callback(err as Error)
+          return
+        }
+        if (isPromise(denied)) {
+          void authorizePublishAsync(publishChecks, i, denied, client, packet).then(callback)
+          return
+        }
+        if (denied) {
+          callback(denied)
+          return
+        }
+      }
+      callback(null)
     },
     authorizeSubscribe(client, sub, callback) {
       runChain(subscribeChecks.map((f) => (current: Subscription) => f(client, current)), sub,
@@ -123,8 +176,20 @@ export function composeHooks(features: readonly Feature[]): AedesHooks {
       return current
     },
     published(packet, client, callback) {
-      runChain(publishedHooks.map((f) => () => f(packet, client)), undefined, () => ({ stop: false, input: undefined }),
-        (err) => callback(err))
+      for (let i = 0; i < publishedHooks.length; i++) {
+        let done: Awaitable<void>
+        try {
+          done = publishedHooks[i](packet, client)
+        } catch (err) {
+          callback(err as Error)
+          return
+        }
+        if (isPromise(done)) {
+          void publishedAsync(publishedHooks, i, done, packet, client).then(callback)
+          return
+        }
+      }
+      callback(null)
     },
   }
 }

@@ -1,8 +1,16 @@
 import type { Config } from './config/schema.js'
 import { createLogger, type Logger } from './log.js'
+import type { Feature } from './hooks.js'
 import { startNode, type FleetmqNode } from './server.js'
 import { authFeature } from './auth/index.js'
+import { aclFeature } from './auth/acl.js'
 import { healthRoutes } from './mgmt/health.js'
+import { createCluster } from './cluster/index.js'
+import { limitsFeature } from './limits/index.js'
+import { createMetrics } from './mgmt/metrics.js'
+import { sysFeature } from './sys/index.js'
+import { mqttProtocolFeature } from './mqtt/index.js'
+import { sharedSubscriptionsFeature } from './shared/index.js'
 
 /*
  * A node from a validated config: the features in the order their hooks run, the management
@@ -11,20 +19,78 @@ import { healthRoutes } from './mgmt/health.js'
 
 export interface RunningNode extends FleetmqNode {
   readonly log: Logger
+  readonly features: readonly Feature[]
 }
 
-export async function runNode(config: Config, log: Logger = createLogger(config.log)): Promise<RunningNode> {
-  const features = [authFeature(config, log)]
+/**
+ * @param target after `cluster join` the node restarts in place: the new node's parts are copied
+ *   onto `target`, the object the signal handlers hold.
+ */
+export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode): Promise<RunningNode> {
+  // auth before acl: the ACL reads the identity authentication established.
+  const auth = authFeature(config, log)
+  // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
+  const cluster = createCluster(config, log, {
+    authorizeAdmin: (req) => auth.authorizeMgmt(req),
+    restart: async (next) => {
+      const running = target ?? self
+      await running.close()
+      await runNode(next, log, running)
+    },
+    stop: () => process.kill(process.pid, 'SIGTERM'),
+  })
+  // limits before auth: refusing a connection storm must not cost a password hash per attempt;
+  // metrics last: it counts what every other feature let through.
+  const metrics = createMetrics()
+  metrics.counterSource('fleetmq_persistence_errors_total', 'persistence operations Redis refused or failed (e.g. NOREPLICAS); the node keeps running', () => cluster.readiness().backend.persistenceErrors)
+  cluster.useMetrics(metrics)
+  const limits = limitsFeature(config, log, metrics)
+  const sys = sysFeature({ metrics, interval: config.sysInterval, log })
+  // MQTT 5.0 gaps and shared subscriptions after the ACL: a subscription it refuses joins no group.
+  const features = [cluster.guard, limits, auth, aclFeature(config, log), mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
   const node = await startNode({
     config,
     log,
     features,
-    routes: [...healthRoutes(() => node)],
+    routes: [...healthRoutes(() => node, cluster.readiness), metrics.route, ...auth.routes, ...cluster.routes],
+    authorizeMgmt: (req) => auth.authorizeMgmt(req),
+    aedesOptions: cluster.aedesOptions,
   })
-  return Object.assign(node, { log })
+  metrics.observe(node.aedes)
+  limits.observe(node.aedes)
+  sys.attach(node.aedes)
+  const self: RunningNode = Object.assign(target ?? node, node, { log, features })
+  await cluster.attach(self)
+  return self
 }
 
-/** Ties the node's lifetime to the process: SIGTERM and SIGINT stop it within the configured bound. */
+/**
+ * SIGHUP: every listener re-reads its TLS material and every feature with a `reload` re-reads its
+ * files, for new connections; open connections stay up. A failure keeps the previous material.
+ */
+export async function reloadNode(node: RunningNode): Promise<void> {
+  for (const listener of node.listeners) {
+    try {
+      await listener.reload()
+      if (listener.secure) node.log.info({ listener: listener.name }, `${listener.name}: reloaded TLS material`)
+    } catch (err) {
+      node.log.error({ err, listener: listener.name }, `${listener.name}: could not reload TLS material, keeping the previous one: ${(err as Error).message}`)
+    }
+  }
+  for (const feature of node.features) {
+    if (!feature.reload) continue
+    try {
+      await feature.reload()
+    } catch (err) {
+      node.log.error({ err, feature: feature.name }, `${feature.name}: reload failed, keeping the previous state: ${(err as Error).message}`)
+    }
+  }
+}
+
+/**
+ * Ties the node's lifetime to the process: SIGTERM and SIGINT stop it within the configured bound;
+ * SIGHUP reloads (see `reloadNode`).
+ */
 export function handleSignals(node: RunningNode, config: Config): void {
   let stopping = false
   const stop = (signal: string): void => {
@@ -46,4 +112,7 @@ export function handleSignals(node: RunningNode, config: Config): void {
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', () => {
+    if (!stopping) void reloadNode(node)
+  })
 }

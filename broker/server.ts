@@ -3,7 +3,11 @@ import type { Config } from './config/schema.js'
 import type { Logger } from './log.js'
 import { composeHooks, type Feature } from './hooks.js'
 import { startListener, type BoundListener } from './listeners/index.js'
+import { logClientConnections } from './features/connection-log.js'
 import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
+import { guardEmitter } from './limits/emitter-guard.js'
+import { shutdownNode, trackConnections } from './features/shutdown.js'
+import { tuneHeapGrowth } from './features/heap.js'
 
 /*
  * Composition only: builds aedes with the features' hooks, binds the listeners and the management
@@ -30,6 +34,9 @@ export interface FleetmqNode {
   close(): Promise<void>
 }
 
+/** Packets a client may send before its CONNACK, aedes' default. */
+const PRE_CONNACK_QUEUE_LIMIT = 42
+
 export function aedesLimits(config: Config): Partial<AedesOptions> {
   const { limits } = config
   return {
@@ -40,28 +47,33 @@ export function aedesLimits(config: Config): Partial<AedesOptions> {
     topicAliasMaximum: limits.topicAliasMaximum,
     maximumPacketSize: limits.maxPacketSize,
     sessionExpiryIntervalLimit: limits.maxSessionExpiry,
-    queueLimit: limits.maxQueued,
+    // aedes' queueLimit bounds the packets a client sends before its CONNACK (while authentication
+    // and session restore run), not a subscriber's messages: aedes' own default. limits.maxQueued
+    // and maxInflight apply per subscriber in limits/ (slow consumers) and mqtt/flow-control.ts.
+    queueLimit: PRE_CONNACK_QUEUE_LIMIT,
   }
 }
 
 export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   const { config, log, features } = parts
+  tuneHeapGrowth()
   const aedes = await Aedes.createBroker({
     ...aedesLimits(config),
     ...parts.aedesOptions,
     ...composeHooks(features),
   })
+  // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
+  guardEmitter((aedes as unknown as { mq: object }).mq)
+  logClientConnections(aedes, log)
   const listeners: BoundListener[] = []
+  const connections = trackConnections()
   let mgmt: MgmtServer | undefined
-  const close = async (): Promise<void> => {
-    await Promise.all(listeners.map((l) => l.close()))
-    await mgmt?.close()
-    await new Promise<void>((resolve) => aedes.close(() => resolve()))
-    for (const feature of [...features].reverse()) await feature.close?.()
-  }
+  // A third of shutdownTimeout for each waiting step, so the whole drain stays within it.
+  const close = (): Promise<void> =>
+    shutdownNode({ aedes, listeners, mgmt, features, connections, log, graceMs: (config.shutdownTimeout * 1000) / 3 })
   try {
     for (const listener of config.listeners) {
-      const bound = await startListener(listener, { log, handle: (stream, req) => aedes.handle(stream, req) })
+      const bound = await startListener(listener, { log, limits: config.limits, handle: (stream, req) => { connections.track(stream); aedes.handle(stream, req) } })
       listeners.push(bound)
       log.info({ listener: bound.name, host: bound.host, port: bound.port }, `listening for ${bound.type} on ${bound.host}:${bound.port}`)
     }

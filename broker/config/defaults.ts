@@ -24,17 +24,23 @@ export const DEFAULTS = Object.freeze({
     maxPacketSize: 1_048_576,
     /** Unacknowledged QoS 1/2 messages the broker sends a client before waiting (Receive Maximum of the broker side). */
     maxInflight: 100,
-    /** QoS 1/2 messages queued for one session beyond the in-flight window, count. */
+    /** QoS 1/2 messages queued for a subscriber while it is slow (see slowConsumerBytes) before it is disconnected, count (0 = no limit). */
     maxQueued: 1_000,
     /** Bytes buffered for a slow subscriber before its QoS 0 messages are dropped. */
     slowConsumerBytes: 1_048_576,
-    /** Bytes buffered for a subscriber after which it is disconnected (it stopped reading). */
+    /**
+     * Bytes a subscriber may fall behind (unsent in its socket plus QoS 0 dropped since it last caught
+     * up) before it is disconnected with 0x97: it stopped reading.
+     */
     stuckConsumerBytes: 8_388_608,
     /** Levels in a topic name or filter. */
     maxTopicLevels: 32,
     /** UTF-8 bytes in a topic name or filter. */
     maxTopicLength: 1_024,
-    /** Shortest keep-alive accepted, seconds (0 = clients may disable keep-alive). */
+    /**
+     * Shortest keep-alive accepted, seconds (0 = no minimum). A keep-alive of 0 (disabled) counts as
+     * above maxKeepAlive.
+     */
     minKeepAlive: 0,
     /**
      * Longest keep-alive accepted, seconds. 300 s because the AWS NLB's TLS listener drops idle
@@ -54,4 +60,27 @@ export const DEFAULTS = Object.freeze({
   connectRate: 500,
   /** Seconds SIGTERM waits for clients to be told and sessions to be flushed. */
   shutdownTimeout: 10,
+  cluster: Object.freeze({
+    /** Cluster name: a node refuses to join a cluster of another name. */
+    name: 'fleetmq',
+    /** Seconds between membership heartbeats. */
+    heartbeatInterval: 2,
+    /** Seconds without a heartbeat after which a node is reported down. */
+    downAfter: 10,
+    /** Cluster management requests per second per remote address (token bucket refill rate). */
+    mgmtRate: 5,
+    /** Burst of cluster management requests per remote address (token bucket size). */
+    mgmtBurst: 20,
+    /**
+     * Messages published to Redis and not yet acknowledged by it, per node: beyond it QoS 0
+     * messages are dropped (`fleetmq_messages_dropped_total{reason="overload"}`) and publishers of
+     * QoS 1/2 wait (their sockets are not read: TCP backpressure).
+     */
+    overloadPendingPublishes: 5_000,
+    /**
+     * Bytes written to this node's subscribers and not yet sent (all connections): beyond it,
+     * QoS 0 messages arriving from other nodes are dropped (counted as above).
+     */
+    overloadBufferedBytes: 64 * 1024 * 1024,
+  }),
 })

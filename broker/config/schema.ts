@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { z } from 'zod'
 import { DEFAULTS, DEFAULT_PORTS } from './defaults.js'
 
@@ -69,7 +70,29 @@ export const listenerSchema = z
         message: `tls is only used by mqtts and wss listeners; use type ${listener.type === 'ws' ? 'wss' : 'mqtts'} or remove tls`,
       })
     }
+    const tls = listener.tls
+    if (tls && (tls.requestClientCert || tls.requireClientCert) && !tls.ca) {
+      // Without a CA, Node would verify client certificates against the public web roots.
+      ctx.addIssue({ code: 'custom', path: ['tls', 'ca'], message: 'client certificates need tls.ca: the PEM CA that signs them' })
+    }
+    if (tls?.useCnAsUsername && !tls.requestClientCert && !tls.requireClientCert) {
+      ctx.addIssue({ code: 'custom', path: ['tls', 'useCnAsUsername'], message: 'needs tls.requireClientCert (or requestClientCert): no certificate, no CN' })
+    }
   })
+
+/** `192.0.2.7`, `10.0.0.0/8`, `fd00::/8`. */
+const addressOrCidr = z.string().refine((entry) => {
+  const [ip, bits, ...rest] = entry.split('/')
+  const family = isIP(ip)
+  if (!family || rest.length) return false
+  return bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128))
+}, { message: 'expected an IPv4 or IPv6 address, optionally with a /prefix (10.0.0.0/8, fd00::/8, 192.0.2.7)' })
+
+/** [MQTT-4.7.1-1] '#' only as the last whole level, [MQTT-4.7.1-2] '+' only as a whole level. */
+const topicFilter = z.string().min(1).refine(
+  (filter) => filter.split('/').every((level, i, all) => (level === '#' ? i === all.length - 1 : level === '+' || !/[#+]/.test(level))),
+  { message: "expected a topic filter: '+' and '#' only as whole levels, '#' only last (sensors/%u/#)" },
+)
 
 export const aclRuleSchema = z.strictObject({
   action: z.enum(['allow', 'deny']),
@@ -80,9 +103,9 @@ export const aclRuleSchema = z.strictObject({
   /** Client identifiers the rule applies to (absent = every client). */
   clientIds: z.array(z.string().min(1)).optional(),
   /** Client addresses (IPv4/IPv6, optionally CIDR) the rule applies to; the real address behind PROXY. */
-  addresses: z.array(z.string().min(1)).optional(),
+  addresses: z.array(addressOrCidr).optional(),
   /** Topic filters; `%u` is replaced by the username and `%c` by the client id. */
-  topics: z.array(z.string().min(1)).min(1),
+  topics: z.array(topicFilter).min(1),
 })
 
 const limitsSchema = z.strictObject({
@@ -100,6 +123,61 @@ const limitsSchema = z.strictObject({
   maxSessionExpiry: z.number().int().min(0).max(4_294_967_295).default(DEFAULTS.limits.maxSessionExpiry),
   maxClientIdLength: z.number().int().min(23).max(65_535).default(DEFAULTS.limits.maxClientIdLength),
   connectTimeout: z.number().int().min(1).default(DEFAULTS.limits.connectTimeout),
+})
+
+const hostPort = z.string().regex(/^(?:\[[^\]]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT')
+
+export const clusterRedisSchema = z
+  .strictObject({
+    /** `redis://[user:pass@]host:port[/db]` or `rediss://…` (TLS). Exclusive with `sentinels`. */
+    url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL').optional(),
+    /** Sentinel addresses (`host:port`); the node asks them for the current primary. */
+    sentinels: z.array(hostPort).min(1).optional(),
+    /** The primary's name as the sentinels know it (`sentinel monitor NAME …`). */
+    name: z.string().min(1).optional(),
+    /** Redis ACL user (AUTH username). */
+    username: z.string().min(1).optional(),
+    /** File holding the Redis password (AUTH); never the password itself in the config. */
+    passwordFile: z.string().min(1).optional(),
+    /** File holding the password of the sentinels, when they require one. */
+    sentinelPasswordFile: z.string().min(1).optional(),
+    /** TLS to Redis (implied by rediss://): PEM CA bundle that signed the Redis certificate. */
+    tls: z.strictObject({ caFile: z.string().min(1).optional() }).optional(),
+  })
+  .superRefine((redis, ctx) => {
+    if (!redis.url === !redis.sentinels) {
+      ctx.addIssue({ code: 'custom', message: 'give either url (one Redis) or sentinels plus name (Redis Sentinel), not both or neither' })
+    }
+    if (redis.sentinels && !redis.name) {
+      ctx.addIssue({ code: 'custom', path: ['name'], message: 'sentinels need the primary name (the NAME of `sentinel monitor NAME`)' })
+    }
+  })
+
+export const clusterSchema = z.strictObject({
+  /** A node refuses to join a cluster of another name. */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'letters, digits, _ . - (at most 63)').default(DEFAULTS.cluster.name),
+  /** File holding the cluster secret (≥ 32 bytes) that authenticates nodes to each other's management API. */
+  secretFile: z.string().min(1).optional(),
+  /** Shared state and fan-out. Absent: a standalone node with its state in memory. */
+  redis: clusterRedisSchema.optional(),
+  /** This node's id in the cluster; defaults to a random id per start. */
+  nodeId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (at most 64)').optional(),
+  /** Management address other nodes and operators reach this node at (HOST:PORT); defaults to the bound one. */
+  advertiseMgmt: hostPort.optional(),
+  /** MQTT addresses clients reach this node at (HOST:PORT); default to the bound ones. */
+  advertiseMqtt: z.array(hostPort).optional(),
+  /** Seconds between membership heartbeats. */
+  heartbeatInterval: z.number().int().min(1).max(60).default(DEFAULTS.cluster.heartbeatInterval),
+  /** Seconds without a heartbeat after which a node is reported down. */
+  downAfter: z.number().int().min(2).max(600).default(DEFAULTS.cluster.downAfter),
+  /** Cluster management requests per second per remote address. */
+  mgmtRate: z.number().min(0.1).default(DEFAULTS.cluster.mgmtRate),
+  /** Burst of cluster management requests per remote address. */
+  mgmtBurst: z.number().int().min(1).default(DEFAULTS.cluster.mgmtBurst),
+  /** Messages sent to Redis and not yet acknowledged; beyond: QoS 0 dropped, QoS 1/2 publishers wait. */
+  overloadPendingPublishes: z.number().int().min(1).default(DEFAULTS.cluster.overloadPendingPublishes),
+  /** Bytes buffered for this node's subscribers; beyond: QoS 0 from other nodes dropped. */
+  overloadBufferedBytes: z.number().int().min(1024).default(DEFAULTS.cluster.overloadBufferedBytes),
 })
 
 export const configSchema = z
@@ -133,6 +211,8 @@ export const configSchema = z
         strategy: z.enum(['round_robin', 'random', 'sticky', 'hash_clientid']).default('round_robin'),
       })
       .prefault({}),
+    /** Cluster membership and the Redis backend (see docs/cluster.md). */
+    cluster: clusterSchema.prefault({}),
     /** Server Reference sent to 5.0 clients with Use Another Server / Server Moved. */
     serverReference: z.string().min(1).optional(),
     /** Seconds between `$SYS` statistics publications. */
@@ -180,3 +260,4 @@ export type Config = z.output<typeof configSchema>
 export type ListenerConfig = z.output<typeof listenerSchema>
 export type TlsConfig = z.output<typeof tlsSchema>
 export type AclRule = z.output<typeof aclRuleSchema>
+export type ClusterConfig = z.output<typeof clusterSchema>

@@ -34,11 +34,14 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv
   /** Defaults to a fresh temp folder. */
   dataDir?: string
+  /** Users added with `fleetmq user add` to the data dir's store before the start. */
+  users?: readonly { username: string; password: string; admin?: boolean }[]
 }
 
-/** Runs `fleetmq` with the args given; resolves with its exit code, stdout and stderr. */
-export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [FLEETMQ_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+/** Runs `fleetmq` with the args given (and `input` on its stdin); resolves with its exit code, stdout and stderr. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [FLEETMQ_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  child.stdin.end(input)
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (d: Buffer) => { stdout += d })
@@ -54,6 +57,10 @@ export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promi
 export async function startFleetmq(options: StartOptions = {}): Promise<RunningFleetmq> {
   const dir = mkdtempSync(join(tmpdir(), 'fleetmq-test-'))
   const args = ['start', '--log-format', 'json', '--data-dir', options.dataDir ?? dir]
+  for (const user of options.users ?? []) {
+    const added = await runCli(['user', 'add', user.username, '--password-stdin', '--data-dir', options.dataDir ?? dir, ...(user.admin ? ['--admin'] : [])], options.env, `${user.password}\n`)
+    if (added.code !== 0) throw new Error(`fleetmq user add ${user.username} failed: ${added.stderr}`)
+  }
   let expectedListeners = 1
   if (options.config) {
     const file = join(dir, 'fleetmq.yaml')

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander'
 import type { ConfigTree } from '../../config/env.js'
-import { loadConfig } from '../../config/load.js'
-import { handleSignals, runNode } from '../../main.js'
+import { loadConfig, mergeTrees, readConfigFile } from '../../config/load.js'
+import { readStoredCluster } from '../../cluster/descriptor.js'
 import { parseHostPort, type HostPort } from '../options.js'
 
 interface StartOptions {
@@ -12,6 +12,8 @@ interface StartOptions {
   dataDir?: string
   logLevel?: string
   logFormat?: string
+  redis?: string
+  clusterSecretFile?: string
 }
 
 const collectHostPort = (value: string, previous: HostPort[] = []): HostPort[] => [...previous, parseHostPort(value)]
@@ -28,6 +30,7 @@ export function flagsToConfig(options: StartOptions, fileListeners: readonly unk
   if (options.allowAnonymous) tree.allowAnonymous = true
   if (options.dataDir) tree.dataDir = options.dataDir
   if (options.logLevel || options.logFormat) tree.log = { level: options.logLevel, format: options.logFormat }
+  if (options.redis || options.clusterSecretFile) tree.cluster = { redis: options.redis ? { url: options.redis } : undefined, secretFile: options.clusterSecretFile }
   return tree
 }
 
@@ -40,11 +43,18 @@ export const startCommand = new Command('start')
   .option('--data-dir <dir>', 'folder for the user store and local state (default /var/lib/fleetmq)')
   .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
   .addOption(new Option('--log-format <format>', 'log format').choices(['auto', 'json', 'pretty']))
+  .option('--redis <url>', 'cluster backend: redis:// or rediss:// URL (sessions, retained, fan-out in Redis)')
+  .option('--cluster-secret-file <file>', 'file holding the cluster secret (≥ 32 bytes) that other nodes join with')
   .action(async (options: StartOptions) => {
     const file = options.config ?? process.env.FLEETMQ_CONFIG
-    const { readConfigFile } = await import('../../config/load.js')
     const fileListeners = file ? (readConfigFile(file).listeners as unknown[] | undefined) : undefined
-    const config = loadConfig({ file, env: process.env, flags: flagsToConfig(options, fileListeners) })
+    const flags = flagsToConfig(options, fileListeners)
+    let config = loadConfig({ file, env: process.env, flags })
+    // What `cluster join` stored in the dataDir: above the file and FLEETMQ_*, below the flags.
+    const stored = readStoredCluster(config.dataDir)
+    if (Object.keys(stored).length > 0) config = loadConfig({ file, env: process.env, flags: mergeTrees(stored, flags) })
+    // Loaded here, not at the top: every other command starts without the broker's modules.
+    const { handleSignals, runNode } = await import('../../main.js')
     const node = await runNode(config)
     handleSignals(node, config)
   })

@@ -1,0 +1,198 @@
+import { BlockList, isIP } from 'node:net'
+import type { AclRule } from '../config/schema.js'
+import { parseSharedTopic } from '../shared/topic.js'
+
+/*
+ * ACL evaluation as pure functions: rules from `acl.rules`, first match wins, `acl.default` when
+ * none matches. The feature in `acl.ts` only feeds them the client and the topic.
+ *
+ * Topic filters follow MQTT 5.0 §4.7 (the same in 3.1.1 §4.7): '/' separates levels, '+' matches
+ * one level, '#' the rest including the parent level [MQTT-4.7.1-2], and a filter that starts
+ * with a wildcard does not match topic names that start with '$' [MQTT-4.7.2-1].
+ */
+
+export type Level =
+  | { readonly kind: 'literal'; readonly value: string }
+  | { readonly kind: 'single' }
+  | { readonly kind: 'multi' }
+
+const SINGLE: Level = { kind: 'single' }
+const MULTI: Level = { kind: 'multi' }
+
+/** A topic name or filter as levels; '+' and '#' are wildcards only as whole levels. */
+export function parseFilter(filter: string): Level[] {
+  return filter.split('/').map((value) => (value === '+' ? SINGLE : value === '#' ? MULTI : { kind: 'literal', value }))
+}
+
+/** Who the rule applies to and what it substitutes for `%u` and `%c`. */
+export interface AclSubject {
+  /** Undefined for anonymous clients: rules with `%u` or `users` never match them. */
+  readonly username?: string
+  readonly clientId: string
+  /** The real client address; rules with `addresses` never match when it is unknown. */
+  readonly address?: string
+  readonly admin: boolean
+}
+
+/**
+ * A rule's topic template with `%u` and `%c` replaced, or undefined when it needs a username the
+ * client does not have. Substituted text is always literal: a client id `+` or `#` cannot widen a
+ * rule into a wildcard, and a '/' in it makes extra literal levels.
+ */
+export function expandTemplate(template: string, subject: Pick<AclSubject, 'username' | 'clientId'>): Level[] | undefined {
+  const levels: Level[] = []
+  for (const raw of template.split('/')) {
+    if (raw === '+') levels.push(SINGLE)
+    else if (raw === '#') levels.push(MULTI)
+    else if (!raw.includes('%')) levels.push({ kind: 'literal', value: raw })
+    else {
+      if (raw.includes('%u') && subject.username === undefined) return undefined
+      const text = raw.replace(/%[uc]/g, (p) => (p === '%u' ? (subject.username as string) : subject.clientId))
+      for (const value of text.split('/')) levels.push({ kind: 'literal', value })
+    }
+  }
+  return levels
+}
+
+const isDollar = (level: Level | undefined): boolean => level?.kind === 'literal' && level.value.startsWith('$')
+const isWild = (level: Level | undefined): boolean => level !== undefined && level.kind !== 'literal'
+
+/** Every topic name that `filter` matches is also matched by `rule` (a topic name is a filter without wildcards). */
+export function covers(rule: readonly Level[], filter: readonly Level[]): boolean {
+  // [MQTT-4.7.2-1] a rule that starts with a wildcard matches no '$' topic.
+  if (isWild(rule[0]) && isDollar(filter[0])) return false
+  const walk = (i: number, j: number): boolean => {
+    if (i < rule.length && rule[i].kind === 'multi') return true
+    if (i === rule.length || j === filter.length) return i === rule.length && j === filter.length
+    const r = rule[i]
+    const f = filter[j]
+    if (f.kind === 'multi') return false
+    if (f.kind === 'single') return r.kind === 'single' && walk(i + 1, j + 1)
+    if (r.kind === 'literal' && r.value !== f.value) return false
+    return walk(i + 1, j + 1)
+  }
+  return walk(0, 0)
+}
+
+/** Some topic name is matched by both `rule` and `filter`. */
+export function overlaps(rule: readonly Level[], filter: readonly Level[]): boolean {
+  if ((isWild(rule[0]) && isDollar(filter[0])) || (isWild(filter[0]) && isDollar(rule[0]))) return false
+  const walk = (i: number, j: number): boolean => {
+    if ((i < rule.length && rule[i].kind === 'multi') || (j < filter.length && filter[j].kind === 'multi')) return true
+    if (i === rule.length || j === filter.length) return i === rule.length && j === filter.length
+    const r = rule[i]
+    const f = filter[j]
+    if (r.kind === 'literal' && f.kind === 'literal' && r.value !== f.value) return false
+    return walk(i + 1, j + 1)
+  }
+  return walk(0, 0)
+}
+
+export interface CompiledRule {
+  /** Position in `acl.rules`, for logs. */
+  readonly index: number
+  readonly action: 'allow' | 'deny'
+  readonly publish: boolean
+  readonly subscribe: boolean
+  readonly users?: ReadonlySet<string>
+  readonly clientIds?: ReadonlySet<string>
+  readonly addresses?: BlockList
+  readonly topics: readonly string[]
+}
+
+/** Splits `10.0.0.0/8` into a BlockList entry; throws with the rule's path when it is not an address. */
+function addAddress(list: BlockList, entry: string, where: string): void {
+  const [ip, bits, ...rest] = entry.split('/')
+  const family = isIP(ip)
+  const prefix = bits === undefined ? undefined : Number(bits)
+  if (!family || rest.length || (prefix !== undefined && (!/^\d+$/.test(bits) || prefix > (family === 4 ? 32 : 128)))) {
+    throw new Error(`${where}: "${entry}" is not an IPv4/IPv6 address or CIDR block (examples: 10.0.0.0/8, fd00::/8, 192.0.2.7)`)
+  }
+  const type = family === 4 ? 'ipv4' : 'ipv6'
+  if (prefix === undefined) list.addAddress(ip, type)
+  else list.addSubnet(ip, prefix, type)
+}
+
+export function compileRules(rules: readonly AclRule[]): CompiledRule[] {
+  return rules.map((rule, index) => {
+    let addresses: BlockList | undefined
+    if (rule.addresses) {
+      addresses = new BlockList()
+      for (const entry of rule.addresses) addAddress(addresses, entry, `acl.rules[${index}].addresses`)
+    }
+    return {
+      index,
+      action: rule.action,
+      publish: rule.permission !== 'subscribe',
+      subscribe: rule.permission !== 'publish',
+      users: rule.users && new Set(rule.users),
+      clientIds: rule.clientIds && new Set(rule.clientIds),
+      addresses,
+      topics: rule.topics,
+    }
+  })
+}
+
+/** `::ffff:192.0.2.7` (a v4 peer on a dual-stack socket) is checked as `192.0.2.7`. */
+export function normalizeAddress(address: string): { address: string; family: 'ipv4' | 'ipv6' } | undefined {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)
+  const plain = mapped ? mapped[1] : address
+  const family = isIP(plain)
+  return family === 0 ? undefined : { address: plain, family: family === 4 ? 'ipv4' : 'ipv6' }
+}
+
+function appliesTo(rule: CompiledRule, subject: AclSubject): boolean {
+  if (rule.users && (subject.username === undefined || !rule.users.has(subject.username))) return false
+  if (rule.clientIds && !rule.clientIds.has(subject.clientId)) return false
+  if (rule.addresses) {
+    const address = subject.address === undefined ? undefined : normalizeAddress(subject.address)
+    if (!address || !rule.addresses.check(address.address, address.family)) return false
+  }
+  return true
+}
+
+export type AclAction = 'publish' | 'subscribe'
+
+export interface AclDecision {
+  readonly allowed: boolean
+  /** `acl.rules[2]`, `$SYS (admins only)` or `acl.default`. */
+  readonly by: string
+}
+
+/**
+ * The verdict for `subject` publishing to topic name `topic`, or subscribing with `topic` as
+ * filter. For a publish a rule matches when one of its filters matches the topic. For a
+ * subscription an allow rule matches only when one of its filters covers every topic the
+ * subscription can match (`sensors/%u/#` allows `sensors/alice/+/temp`, not `sensors/#`), and a
+ * deny rule matches when one of its filters shares any topic with it (deny `secret/#` refuses
+ * `#` and `+/x`), so that a subscription can never receive what a deny rule withholds.
+ *
+ * After the configured rules come the built-in ones: `$SYS/#` may be subscribed to by admins only
+ * and published to by no client (the broker alone publishes its statistics there). A configured
+ * rule naming `$SYS/…` explicitly comes first and so can change that.
+ */
+export function decide(rules: readonly CompiledRule[], fallback: 'allow' | 'deny', subject: AclSubject, action: AclAction, topic: string): AclDecision {
+  const target = rules.length ? parseFilter(topic) : []
+  for (const rule of rules) {
+    if (!(action === 'publish' ? rule.publish : rule.subscribe) || !appliesTo(rule, subject)) continue
+    const matches = rule.topics.some((template) => {
+      const levels = expandTemplate(template, subject)
+      if (!levels) return false
+      return action === 'subscribe' && rule.action === 'deny' ? overlaps(levels, target) : covers(levels, target)
+    })
+    if (matches) return { allowed: rule.action === 'allow', by: `acl.rules[${rule.index}]` }
+  }
+  // Shares topics with `$SYS/#` exactly when the first level is `$SYS` (wildcards never match '$').
+  if (topic === '$SYS' || topic.startsWith('$SYS/')) {
+    return { allowed: action === 'subscribe' && subject.admin, by: '$SYS (admins only)' }
+  }
+  return { allowed: fallback === 'allow', by: 'acl.default' }
+}
+
+/**
+ * The filter a shared subscription really listens to [MQTT-4.8.2], whether the ACL sees it as sent
+ * (`$share/<group>/<filter>`) or as the broker renamed it on arrival (`$fleetmq/share/…`).
+ */
+export function sharedSubscriptionFilter(topic: string): string {
+  return parseSharedTopic(topic)?.filter ?? topic
+}

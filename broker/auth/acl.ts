@@ -1,0 +1,102 @@
+import type { Client } from 'aedes'
+import type { Config } from '../config/schema.js'
+import { FleetmqError } from '../errors.js'
+import type { Feature } from '../hooks.js'
+import type { Logger } from '../log.js'
+import { compileRules, decide, sharedSubscriptionFilter, type AclSubject, type CompiledRule } from './acl-rules.js'
+import { clientAddress, clientIdentity } from './identity.js'
+
+/*
+ * Publish and subscribe authorization from `acl.rules` (see `acl-rules.ts` for the matching).
+ * Runs after `auth`, whose identity (username, roles) it reads.
+ *
+ * A denied PUBLISH:
+ * - MQTT 5.0: aedes answers QoS 1 with PUBACK 0x87 and QoS 2 with PUBREC 0x87 (Not authorized),
+ *   keeps the connection and drops the message; a QoS 0 message is dropped silently.
+ * - MQTT 3.1.1 / 3.1: the protocol has no way to say "not authorized" to a publisher, so a
+ *   server "MUST either make a positive acknowledgement … or close the Network Connection"
+ *   [MQTT-3.3.5-2]. FleetMQ closes the connection (aedes' behaviour): a positive acknowledgement
+ *   would tell a device its data were delivered when they were thrown away.
+ * A denied SUBSCRIBE is answered in SUBACK with 0x80 (3.1.1, §3.9.3) or 0x87 Not authorized
+ * (5.0) for that filter; the other filters of the same SUBSCRIBE are granted on their own merits.
+ */
+
+/** Topics whose publish verdict is kept per client. */
+const MAX_CACHED_TOPICS = 256
+
+/** Denials since start, for metrics. */
+export const aclStats = { publishDenied: 0, subscribeDenied: 0 }
+
+export function aclFeature(config: Config, log: Logger): Feature {
+  let rules: CompiledRule[]
+  try {
+    rules = compileRules(config.acl.rules)
+  } catch (err) {
+    throw new FleetmqError('CONFIG_INVALID', `the ACL is invalid: ${(err as Error).message}`)
+  }
+  const fallback = config.acl.default
+
+  const subjectOf = (client: Client): AclSubject => {
+    const identity = clientIdentity(client)
+    return {
+      username: identity?.username,
+      clientId: client.id,
+      address: clientAddress(client),
+      admin: identity?.roles.includes('admin') ?? false,
+    }
+  }
+  const maySubscribe = (client: Client, topic: string): boolean => {
+    const subject = subjectOf(client)
+    const verdict = decide(rules, fallback, subject, 'subscribe', topic)
+    if (!verdict.allowed) {
+      aclStats.subscribeDenied++
+      log.info({ clientId: client.id, username: subject.username, remoteAddress: subject.address, topic, rule: verdict.by }, `ACL: subscription to ${topic} denied by ${verdict.by}`)
+    }
+    return verdict.allowed
+  }
+
+  const denyPublish = (client: Client, topic: string, by: string): Error => {
+    const subject = subjectOf(client)
+    aclStats.publishDenied++
+    // Publish denials are logged at debug: a device looping on a forbidden topic would otherwise
+    // flood the log; the counter shows them.
+    log.debug({ clientId: client.id, username: subject.username, remoteAddress: subject.address, topic, rule: by }, `ACL: publish to ${topic} denied by ${by}`)
+    return new Error(`not authorized to publish to ${topic}`)
+  }
+
+  // Every PUBLISH is checked, so the common cases cost no rule walk: with no rule about publishing
+  // the verdict depends on the topic alone; otherwise each client's verdicts are kept per topic
+  // (its identity and address do not change while it is connected, nor do the rules).
+  const publishRules = rules.filter((rule) => rule.publish)
+  const verdicts = new WeakMap<Client, Map<string, string | null>>()
+  const publishVerdict = (client: Client, topic: string): string | null => {
+    if (publishRules.length === 0) {
+      // decide(): with no rule, `$SYS` is for admins' subscriptions only, the rest is acl.default.
+      if (topic === '$SYS' || topic.startsWith('$SYS/')) return '$SYS (admins only)'
+      return fallback === 'allow' ? null : 'acl.default'
+    }
+    let known = verdicts.get(client)
+    const cached = known?.get(topic)
+    if (cached !== undefined) return cached
+    const verdict = decide(rules, fallback, subjectOf(client), 'publish', topic)
+    const denial = verdict.allowed ? null : verdict.by
+    if (known === undefined) verdicts.set(client, known = new Map())
+    // Bounded: a client publishing to ever new topics (an id in the topic) recomputes instead.
+    else if (known.size >= MAX_CACHED_TOPICS) known.clear()
+    known.set(topic, denial)
+    return denial
+  }
+
+  return {
+    name: 'acl',
+    authorizePublish(client, packet) {
+      // Messages the broker publishes itself ($SYS, …) have no client and no ACL.
+      if (!client) return null
+      const denial = publishVerdict(client, packet.topic)
+      return denial === null ? null : denyPublish(client, packet.topic, denial)
+    },
+    authorizeSubscribe(client, sub) {
+      return maySubscribe(client, sharedSubscriptionFilter(sub.topic)) ? sub : null
+    },
+  }
+}

@@ -1,0 +1,154 @@
+import { Command } from 'commander'
+import { readClusterSecret } from '../../cluster/secret.js'
+import type { NodeStatus } from '../../cluster/membership.js'
+import { FleetmqError } from '../../errors.js'
+import { printData } from '../output.js'
+
+/*
+ * `fleetmq cluster join|leave|status`: each talks to a node's management API (`--node`, default
+ * the local node at 127.0.0.1:18083). Requests from the node's own host need no credentials; a
+ * remote node takes the cluster secret (`--cluster-secret-file`).
+ *
+ * join: the local node fetches the descriptor from the seed with the secret, stores it in its
+ * dataDir and restarts into the cluster; this command then waits until the node is back and a
+ * member. Repeating it is a no-op; a bad secret, an unreachable seed or another cluster are errors
+ * and change nothing.
+ */
+
+const DEFAULT_NODE = '127.0.0.1:18083'
+const CLUSTER_API = '/api/v1/cluster'
+
+interface NodeOptions {
+  node: string
+  clusterSecretFile?: string
+  json?: boolean
+}
+
+interface Answer {
+  status: number
+  body: Record<string, unknown>
+}
+
+export async function callNode(node: string, method: 'GET' | 'POST', path: string, options: { secret?: string; body?: unknown; timeoutMs?: number } = {}): Promise<Answer> {
+  const url = `http://${node}${path}`
+  let res: Response
+  try {
+    res = await fetch(url, {
+      method,
+      headers: {
+        ...(options.secret ? { authorization: `Bearer ${options.secret}` } : {}),
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+      signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+    })
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
+    throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${cause}); is fleetmq running there? give its address with --node HOST:PORT`)
+  }
+  const body = (await res.json().catch(() => ({}))) as Record<string, unknown>
+  return { status: res.status, body }
+}
+
+function failIfError(answer: Answer): void {
+  if (answer.status >= 400) {
+    throw new FleetmqError('CLUSTER', typeof answer.body.error === 'string' ? answer.body.error : `the node answered ${answer.status}`)
+  }
+}
+
+const secretOf = (options: NodeOptions): string | undefined => (options.clusterSecretFile ? readClusterSecret(options.clusterSecretFile) : undefined)
+
+/** Waits until the node answers /readyz and is a member of `cluster` (after a restart). */
+async function waitForMember(node: string, cluster: string, secret: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs
+  let last = 'no answer yet'
+  while (Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    try {
+      const status = await callNode(node, 'GET', `${CLUSTER_API}/status`, { secret, timeoutMs: 2_000 })
+      if (status.status === 200 && status.body.cluster === cluster && (status.body.backend as { ready?: boolean } | undefined)?.ready) return status.body
+      last = status.status === 200 ? `cluster ${String(status.body.cluster)}, backend ready: ${String((status.body.backend as { ready?: boolean } | undefined)?.ready)}` : `HTTP ${status.status}`
+    } catch (err) {
+      last = (err as Error).message
+    }
+  }
+  throw new FleetmqError('CLUSTER', `the node stored the cluster descriptor but did not come back as a member of "${cluster}" within ${timeoutMs / 1000} s (${last}); check its logs`)
+}
+
+function formatUptime(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${seconds % 60}s`
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h${Math.floor((seconds % 3600) / 60)}m`
+  return `${Math.floor(seconds / 86_400)}d${Math.floor((seconds % 86_400) / 3600)}h`
+}
+
+/** The status table: one row per node. */
+export function renderStatus(body: { cluster: string | null; nodes: NodeStatus[]; error?: string }): string {
+  const header = ['NODE', 'HEALTH', 'CONNS', 'MSG IN/S', 'MSG OUT/S', 'VERSION', 'UPTIME', 'MGMT', 'MQTT']
+  const rows = body.nodes.map((n) => [
+    `${n.id}${n.self ? ' *' : ''}`,
+    n.health === 'down' ? `down (${Math.round(n.lastSeenAgo)}s)` : n.health,
+    String(n.connections),
+    String(n.msgInRate),
+    String(n.msgOutRate),
+    n.version,
+    n.health === 'up' ? formatUptime(n.uptime) : '-',
+    n.mgmt ?? '-',
+    n.mqtt.join(','),
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()
+  const title = body.cluster ? `cluster "${body.cluster}": ${body.nodes.filter((n) => n.health === 'up').length}/${body.nodes.length} nodes up` : 'standalone node (no cluster)'
+  return [title, ...(body.error ? [`warning: ${body.error}`] : []), line(header), ...rows.map(line)].join('\n')
+}
+
+const joinCommand = new Command('join')
+  .description('bring the local node into the cluster the seed belongs to (harmless to repeat)')
+  .argument('<seed>', 'management API of a cluster member, HOST[:PORT] (default port 18083)')
+  .option('--node <host:port>', 'management API of the node to join', DEFAULT_NODE)
+  .requiredOption('--cluster-secret-file <file>', 'file holding the cluster secret')
+  .option('--timeout <seconds>', 'how long to wait for the node to come back as a member', '30')
+  .option('--json', 'print the result as JSON')
+  .action(async (seed: string, options: NodeOptions & { timeout: string }) => {
+    const secret = secretOf(options) as string
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { secret, body: { seed, secret } })
+    failIfError(answer)
+    const cluster = String(answer.body.cluster)
+    if (answer.body.changed === false) {
+      printData(options, { joined: true, changed: false, cluster, message: answer.body.message }, () => `${String(answer.body.message)}; nothing to do`)
+      return
+    }
+    const status = await waitForMember(options.node, cluster, secret, Number(options.timeout) * 1000)
+    const nodes = status.nodes as NodeStatus[]
+    printData(options, { joined: true, changed: true, cluster, node: status.node, nodes: nodes.length }, () =>
+      `joined cluster "${cluster}" as ${String(status.node)} (${nodes.filter((n) => n.health === 'up').length} nodes up)`)
+  })
+
+const leaveCommand = new Command('leave')
+  .description('drain the node (5.0 clients are told to use another server, others are closed), leave the cluster and stop it; sessions stay in Redis')
+  .option('--node <host:port>', 'management API of the node that leaves', DEFAULT_NODE)
+  .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
+  .option('--json', 'print the result as JSON')
+  .action(async (options: NodeOptions) => {
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, { secret: secretOf(options) })
+    failIfError(answer)
+    const b = answer.body
+    printData(options, b, () => `node ${String(b.node)} left cluster "${String(b.cluster)}": ${String(b.redirected)} MQTT 5.0 clients redirected (reason 0x${Number(b.reasonCode).toString(16)}), ${String(b.closed)} MQTT 3.x clients closed; the node is stopping`)
+  })
+
+const statusCommand = new Command('status')
+  .description('every node of the cluster with its health, connections and message rates')
+  .option('--node <host:port>', 'management API of any node', DEFAULT_NODE)
+  .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
+  .option('--json', 'print the status as JSON')
+  .action(async (options: NodeOptions) => {
+    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, { secret: secretOf(options) })
+    failIfError(answer)
+    printData(options, answer.body, () => renderStatus(answer.body as unknown as Parameters<typeof renderStatus>[0]))
+  })
+
+export const clusterCommand = new Command('cluster')
+  .description('join, leave and inspect a FleetMQ cluster')
+  .addCommand(joinCommand)
+  .addCommand(leaveCommand)
+  .addCommand(statusCommand)

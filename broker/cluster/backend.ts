@@ -1,0 +1,309 @@
+import { createRequire } from 'node:module'
+import type { Aedes, AedesOptions } from 'aedes'
+import type { Redis } from 'ioredis'
+import type { Config } from '../config/schema.js'
+import type { Feature } from '../hooks.js'
+import type { Logger } from '../log.js'
+import type { Metrics } from '../mgmt/metrics.js'
+import { createRedis, describeRedis, redisOptions } from './redis.js'
+import { listenForTakeovers } from './takeover.js'
+import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
+
+/*
+ * Where a node keeps its state. With `cluster.redis` configured: sessions, subscriptions,
+ * retained messages, offline and in-flight QoS 1/2 messages and wills in Redis
+ * (aedes-persistence-redis) and cross-node fan-out through Redis pub/sub (mqemitter-redis).
+ * Without it: aedes' in-memory persistence and emitter, for a standalone node.
+ *
+ * A Redis outage or failover must never crash the node: every Redis client and `mq.state` has an
+ * error listener, the outage is logged once, counted, and reported by /readyz, and the clients
+ * reconnect by themselves. While Redis is down, messages published on this node still reach this
+ * node's subscribers (local fan-out), and persistent sessions are refused with Server unavailable.
+ */
+
+const require = createRequire(import.meta.url)
+
+interface RedisEmitter {
+  state: NodeJS.EventEmitter
+  on(topic: string, listener: (packet: { topic: string; payload: Buffer | string }, done: () => void) => void): unknown
+  emit(message: { topic: string; qos?: number }, done?: (err?: Error) => void): void
+  /** mqemitter's in-process emit, kept by mqemitter-redis under this name. */
+  _emit(message: { topic: string; qos?: number }, done?: (err?: Error) => void): void
+  close(done: () => void): void
+}
+
+const persistenceRedis = require('aedes-persistence-redis') as (opts: { conn: Redis }) => NonNullable<AedesOptions['persistence']>
+const mqemitterRedis = require('mqemitter-redis') as (opts: { subConn: Redis; pubConn: Redis }) => RedisEmitter
+
+export interface BackendStatus {
+  readonly kind: 'memory' | 'redis'
+  readonly ready: boolean
+  /** Where the state lives, without credentials. */
+  readonly where: string
+  /** Outages since start (ready → not ready transitions). */
+  readonly outages: number
+  /** Redis errors seen since start. */
+  readonly errors: number
+  readonly lastError?: string
+  /** Messages published on this node while Redis was down, delivered to this node's subscribers only. */
+  readonly localOnlyPublishes: number
+  /** Clients of this node closed because their client id connected on another node. */
+  readonly takeovers: number
+  /** ioredis status of each connection (ready, connecting, reconnecting, …). */
+  readonly connections?: Readonly<Record<string, string>>
+  /** QoS 0 messages dropped because the cross-node path was full (see `overloadPendingPublishes`). */
+  readonly overloadDrops?: number
+  /** Messages waiting for Redis to acknowledge them, or for room to be sent. */
+  readonly pendingPublishes?: number
+  /** Persistence operations that failed (Redis write errors such as NOREPLICAS), by operation. */
+  readonly persistenceErrors: number
+  readonly persistenceErrorsByOp?: Readonly<Record<string, number>>
+}
+
+export interface Backend {
+  /** persistence and mq for `startNode`; empty for the in-memory backend. */
+  readonly aedesOptions: Partial<AedesOptions>
+  /** Refuses persistent sessions while Redis is unreachable. */
+  readonly feature: Feature
+  /** A client for FleetMQ's own keys (membership), or undefined for the in-memory backend. */
+  readonly redis: Redis | undefined
+  status(): BackendStatus
+  /** Listens for the broker's persistence errors (an unhandled aedes 'error' would end the process). */
+  attach(aedes: Aedes): void
+  /** Where dropped messages are counted. */
+  useMetrics(metrics: Pick<Metrics, 'dropped'>): void
+  close(): Promise<void>
+}
+
+/** An error aedes turns into CONNACK return code 3 (3.1.1) / reason 0x88 Server unavailable (5.0). */
+function serverUnavailable(message: string): Error {
+  return Object.assign(new Error(message), { returnCode: 3 })
+}
+
+export function createBackend(config: Config, log: Logger): Backend {
+  const settings = config.cluster.redis
+  if (!settings) {
+    log.info({ backend: 'memory' }, 'state in memory (standalone node): sessions and retained messages do not survive a restart; configure cluster.redis to keep them in Redis')
+    return {
+      aedesOptions: {},
+      feature: { name: 'cluster-backend' },
+      redis: undefined,
+      status: () => ({ kind: 'memory', ready: true, where: 'memory', outages: 0, errors: 0, localOnlyPublishes: 0, takeovers: 0, persistenceErrors: 0 }),
+      attach: () => undefined,
+      useMetrics: () => undefined,
+      close: async () => undefined,
+    }
+  }
+
+  const where = describeRedis(settings)
+  const options = redisOptions(settings)
+  const clients = {
+    persistence: createRedis(options, 'fleetmq-persistence'),
+    publish: createRedis(options, 'fleetmq-publish'),
+    subscribe: createRedis(options, 'fleetmq-subscribe'),
+    own: createRedis(options, 'fleetmq-membership'),
+  }
+  let ready = false
+  let outages = 0
+  let errors = 0
+  let lastError: string | undefined
+  let downSince = Date.now()
+  let localOnlyPublishes = 0
+  let closing = false
+  let metrics: Pick<Metrics, 'dropped'> | undefined
+
+  const allReady = (): boolean => Object.values(clients).every((c) => c.status === 'ready')
+  const update = (): void => {
+    const now = allReady()
+    if (now === ready || closing) return
+    ready = now
+    if (ready) {
+      log.info({ backend: 'redis', redis: where, downMs: Date.now() - downSince }, `Redis reachable at ${where}: ready`)
+    } else {
+      outages++
+      downSince = Date.now()
+      log.error({ backend: 'redis', redis: where, outages, lastError }, `Redis unreachable at ${where}: not ready, persistent sessions refused, local delivery only until it is back`)
+    }
+  }
+  const onError = (role: string) => (err: Error): void => {
+    errors++
+    lastError = `${role}: ${err.message}`
+    // One line per outage: ioredis reports every failed reconnect attempt.
+    if (ready) log.warn({ err, role }, `Redis error (${role})`)
+    else log.debug({ err, role }, `Redis error (${role})`)
+  }
+  for (const [role, client] of Object.entries(clients)) {
+    client.on('error', onError(role))
+    for (const event of ['ready', 'close', 'end', 'reconnecting']) client.on(event, update)
+    // A client that gives up ('end') while the node runs would leave it not ready for ever:
+    // start it again.
+    client.on('end', () => {
+      if (closing) return
+      log.warn({ role }, `Redis connection (${role}) ended; reconnecting`)
+      setTimeout(() => { if (!closing && client.status === 'end') client.connect().catch(() => undefined) }, 1_000).unref()
+    })
+  }
+
+  const mq = mqemitterRedis({ subConn: clients.subscribe, pubConn: clients.publish })
+  // mqemitter-redis re-emits every Redis error on `state`; with no listener the process dies.
+  mq.state.on('error', onError('mq'))
+  const emitThroughRedis = mq.emit.bind(mq)
+  const localEmit = mq._emit.bind(mq)
+  /*
+   * Overload [the cross-node path is bounded]: Redis pub/sub accepts publishes faster than a busy
+   * node delivers them, and nothing in mqemitter-redis bounds its queues.
+   * - Out: at most `overloadPendingPublishes` messages sent to Redis and not yet acknowledged.
+   *   Beyond it, QoS 0 messages are dropped and counted; QoS 1/2 messages wait, and so does the
+   *   publisher: aedes reads a client's next packet only once this one was routed, so its socket
+   *   is not read (TCP backpressure) and the publisher gets its PUBACK later.
+   * - In: while this node's subscribers hold more than `overloadBufferedBytes` unsent, QoS 0
+   *   messages from Redis are dropped and counted (sampled every 100 ms, not per message).
+   */
+  const maxPending = config.cluster.overloadPendingPublishes
+  let pending = 0
+  const waiting: (() => void)[] = []
+  let overloadDrops = 0
+  let inboundOverloaded = false
+  const drop = (): void => {
+    overloadDrops++
+    metrics?.dropped('overload')
+  }
+  const isQoS0 = (message: { topic: string; qos?: number }): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
+  const send = (message: { topic: string; qos?: number }, done?: (err?: Error) => void): void => {
+    pending++
+    emitThroughRedis(message, (err) => {
+      pending--
+      while (pending < maxPending && waiting.length > 0) waiting.shift()?.()
+      done?.(err)
+    })
+  }
+  mq.emit = (message: { topic: string; qos?: number }, done) => {
+    if (clients.publish.status === 'ready') {
+      if (pending < maxPending && waiting.length === 0) return send(message, done)
+      if (isQoS0(message)) {
+        drop()
+        return done?.()
+      }
+      waiting.push(() => send(message, done))
+      return
+    }
+    // Redis is down: serve this node's own subscribers rather than queue without bound. QoS 1/2
+    // messages are also in the subscribers' sessions in Redis (stored before this emit), so a
+    // subscriber on another node gets them when it resumes its session.
+    localOnlyPublishes++
+    localEmit(message, done)
+  }
+  // mqemitter-redis hands every message from Redis to `this._emit`.
+  mq._emit = (message: { topic: string; qos?: number }, done) => {
+    if (inboundOverloaded && isQoS0(message)) {
+      drop()
+      return done?.()
+    }
+    localEmit(message, done)
+  }
+  let aedesClients: Record<string, { conn?: { writableLength?: number } }> | undefined
+  const sampler = setInterval(() => {
+    let buffered = 0
+    for (const id in aedesClients) buffered += aedesClients[id].conn?.writableLength ?? 0
+    inboundOverloaded = buffered > config.cluster.overloadBufferedBytes
+  }, 100)
+  sampler.unref()
+  // Before aedes registers its own listener on the same topic, so that this one runs first.
+  const takeover = listenForTakeovers(mq)
+  let persistenceErrors = 0
+  const persistenceErrorsByOp: Record<string, number> = {}
+  const lastLogged = new Map<string, number>()
+  let aedesId: string | undefined
+  // The persistence's own fire-and-forget commands (see safe-persistence.ts): counted as errors.
+  guardRedisCommands(clients.persistence, (err) => {
+    errors++
+    lastError = `persistence: ${err.message}`
+  })
+  const raw = persistenceRedis({ conn: clients.persistence })
+  const persistence = guardPersistence(raw, {
+    // setup() hands the persistence the broker before any client connects.
+    brokerId: () => aedesId ?? (raw as unknown as { broker?: { id?: string } }).broker?.id,
+    onError(op, err, ignored) {
+      persistenceErrors++
+      persistenceErrorsByOp[op] = (persistenceErrorsByOp[op] ?? 0) + 1
+      lastError = `persistence ${op}: ${err.message}`
+      // A write-refusing Redis fails every operation: one warning per operation per 10 s.
+      const now = Date.now()
+      if (now - (lastLogged.get(op) ?? 0) >= 10_000) {
+        lastLogged.set(op, now)
+        log.warn({ err, op, ignored, persistenceErrors }, `Redis refused a persistence operation (${op}): ${err.message}${ignored ? ' (ignored)' : ''}`)
+      } else {
+        log.debug({ err, op, ignored }, `persistence ${op} failed`)
+      }
+    },
+  })
+
+  log.info({ backend: 'redis', redis: where }, `state in Redis at ${where}`)
+
+  return {
+    aedesOptions: {
+      persistence,
+      mq: mq as unknown as AedesOptions['mq'],
+      // aedes publishes the wills of a node that stopped heart-beating after 3 intervals: with
+      // the membership interval (2 s) that is seconds, not aedes' default 3 minutes.
+      heartbeatInterval: config.cluster.heartbeatInterval * 1000,
+    },
+    redis: clients.own,
+    feature: {
+      name: 'cluster-backend',
+      authenticate(client) {
+        // `client.clean` is false for 3.1.1 Clean Session 0 and for 5.0 Session Expiry > 0.
+        if (!ready && client.clean === false) {
+          throw serverUnavailable('Redis is unreachable: persistent sessions are refused until it is back')
+        }
+        return undefined
+      },
+    },
+    status: () => ({
+      kind: 'redis',
+      ready,
+      where,
+      outages,
+      errors,
+      localOnlyPublishes,
+      takeovers: takeover.count(),
+      connections: Object.fromEntries(Object.entries(clients).map(([role, c]) => [role, c.status])),
+      overloadDrops,
+      pendingPublishes: pending + waiting.length,
+      persistenceErrors,
+      persistenceErrorsByOp: { ...persistenceErrorsByOp },
+      ...(lastError ? { lastError } : {}),
+    }),
+    useMetrics(m) {
+      metrics = m
+    },
+    attach(aedes) {
+      aedesId = aedes.id
+      aedesClients = (aedes as unknown as { clients: typeof aedesClients }).clients
+      takeover.attach(aedes)
+      // aedes emits persistence failures as 'error' (missing from its types).
+      ;(aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => {
+        errors++
+        lastError = `broker: ${err.message}`
+        log.error({ err }, 'broker persistence error')
+      })
+    },
+    async close() {
+      closing = true
+      clearInterval(sampler)
+      for (const resume of waiting.splice(0)) resume()
+      // aedes.close() already closed mq (and with it the pub/sub clients) and the persistence.
+      await Promise.all(Object.values(clients).map(async (c) => {
+        if (c.status === 'end') return
+        await c.quit().catch(() => c.disconnect())
+      }))
+    },
+  }
+}
+
+/** Waits until the backend is ready or `timeoutMs` passed (start-up should not hang on Redis). */
+export async function waitReady(backend: Backend, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!backend.status().ready && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+  return backend.status().ready
+}

@@ -1,0 +1,98 @@
+import type { IncomingMessage } from 'node:http'
+import type { Route, RouteResult } from '../mgmt/http.js'
+import { isFleetmqError } from '../errors.js'
+import { createRateLimiter } from './rate-limit.js'
+import { bearerToken, isLoopback, secretsEqual } from './secret.js'
+
+/*
+ * The cluster's management routes. The management server treats them as public and they check
+ * credentials themselves, because the cluster secret is valid here and nowhere else:
+ *
+ *   GET  /api/v1/cluster/descriptor  the cluster secret only (Bearer): it hands out Redis credentials
+ *   GET  /api/v1/cluster/status      the cluster secret, an admin, or a request from this host
+ *   POST /api/v1/cluster/join        an admin or a request from this host
+ *   POST /api/v1/cluster/leave       the cluster secret, an admin, or a request from this host
+ *
+ * "From this host" (loopback) is how `fleetmq cluster …` works on the node itself, like
+ * `emqx_ctl`: whoever can run commands on the host can already read the config and its secrets.
+ * Every route is rate-limited per remote address (token bucket) and answers 429 beyond it.
+ */
+
+export const CLUSTER_API = '/api/v1/cluster'
+
+export type Access = 'secret' | 'local'
+
+export interface ClusterHandlers {
+  descriptor(): Promise<RouteResult> | RouteResult
+  status(): Promise<RouteResult> | RouteResult
+  join(body: unknown): Promise<RouteResult> | RouteResult
+  leave(): Promise<RouteResult> | RouteResult
+}
+
+export interface ClusterRouteOptions {
+  /** The cluster secret, or undefined when none is configured. */
+  readonly secret: string | undefined
+  /** Admin credentials check from the auth feature. */
+  readonly authorizeAdmin?: (req: IncomingMessage) => Promise<boolean> | boolean
+  readonly rate: number
+  readonly burst: number
+}
+
+const error = (status: number, message: string): RouteResult => ({ status, body: { error: message } })
+
+function parseJson(body: Buffer): unknown {
+  if (body.length === 0) return {}
+  try {
+    return JSON.parse(body.toString('utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+export function clusterRoutes(handlers: ClusterHandlers, options: ClusterRouteOptions): Route[] {
+  const limiter = createRateLimiter(options.rate, options.burst)
+
+  const secretOk = (req: IncomingMessage): boolean => {
+    const token = bearerToken(req)
+    return options.secret !== undefined && token !== undefined && secretsEqual(token, options.secret)
+  }
+
+  const guard = (access: Access, handle: (req: IncomingMessage, body: Buffer) => Promise<RouteResult> | RouteResult) =>
+    async (req: IncomingMessage, body: Buffer): Promise<RouteResult> => {
+      if (!limiter.take(req.socket.remoteAddress ?? 'unknown')) {
+        return error(429, 'too many cluster management requests from this address; retry in a few seconds')
+      }
+      let allowed = secretOk(req)
+      if (!allowed && access === 'local') allowed = isLoopback(req) || (await options.authorizeAdmin?.(req)) === true
+      if (!allowed) {
+        if (access === 'secret' && options.secret === undefined) {
+          return error(503, 'this node has no cluster secret (cluster.secretFile); it cannot admit other nodes')
+        }
+        return error(401, access === 'secret'
+          ? 'the cluster secret is missing or wrong; use the secret file of the cluster (--cluster-secret-file)'
+          : 'authentication required: the cluster secret (Bearer), an admin user (Basic), or a request from the node\'s host')
+      }
+      try {
+        return await handle(req, body)
+      } catch (err) {
+        if (isFleetmqError(err)) return error(400, err.message)
+        throw err
+      }
+    }
+
+  return [
+    { method: 'GET', path: `${CLUSTER_API}/descriptor`, public: true, handle: guard('secret', () => handlers.descriptor()) },
+    { method: 'GET', path: `${CLUSTER_API}/status`, public: true, handle: guard('local', () => handlers.status()) },
+    {
+      method: 'POST',
+      path: `${CLUSTER_API}/join`,
+      public: true,
+      handle: guard('local', (_req, body) => {
+        const parsed = parseJson(body)
+        if (parsed === undefined) return error(400, 'the request body is not JSON; send {"seed": "HOST:PORT", "secret": "…"}')
+        return handlers.join(parsed)
+      }),
+    },
+    { method: 'POST', path: `${CLUSTER_API}/leave`, public: true, handle: guard('local', () => handlers.leave()) },
+  ]
+}

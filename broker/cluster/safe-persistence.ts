@@ -1,0 +1,115 @@
+import type { AedesOptions } from 'aedes'
+import type { Redis } from 'ioredis'
+
+/*
+ * A Redis write error (NOREPLICAS under `min-replicas-to-write`, OOM under `maxmemory`, READONLY
+ * during a failover) must never end the process. Two places let one escape as an unhandled
+ * rejection, which Node turns into a crash:
+ *
+ * 1. aedes itself: `lib/handlers/connect.js` storeWill calls `persistence.delWill(client)
+ *    .finally(…)` and `lib/handlers/pubrel.js` calls `persistence.incomingDelPacket(…).finally(…)`;
+ *    `.finally` passes a rejection on to a promise nobody handles. Every other call site in
+ *    aedes 2.0.0-beta.1 (aedes.js, lib/client.js, lib/handlers/*) hands the rejection to a
+ *    callback (CONNACK refusal, closed connection) or to the broker's 'error' event.
+ * 2. aedes-persistence-redis 11.2.2 sends some commands without awaiting them: `lrem`/`rpush` of
+ *    the will list in putWill/delWill, `lrem` of stale outgoing entries. Their rejections have no
+ *    handler at all.
+ *
+ * So: every command of the persistence's Redis client gets a handler attached (the caller that
+ * awaits it still sees the error), and the persistence object is wrapped so that a rejection is
+ * counted, logged and returned to aedes — except for delWill before storing a will and
+ * incomingDelPacket, whose failure aedes ignores anyway (a stale entry, overwritten or expired
+ * later), which resolve instead.
+ *
+ * storeWill also passes the aedes Client, which has no `brokerId`, so aedes-persistence-redis
+ * looked for the key `will:undefined:<clientId>` and never found the will a previous connection
+ * of this client stored on this node (`will:<brokerId>:<clientId>`): a client that reconnected
+ * without a will kept its old one in Redis, published later if this node died. The wrapper fills
+ * in this node's broker id.
+ */
+
+type Persistence = NonNullable<AedesOptions['persistence']>
+type AnyFn = (...args: unknown[]) => unknown
+
+export interface PersistenceErrors {
+  /** Failed persistence operations, by operation name. */
+  readonly byOp: Readonly<Record<string, number>>
+  readonly total: number
+  /** Failed Redis commands of the persistence client (includes the ones aedes-persistence-redis does not await). */
+  readonly commands: number
+}
+
+export interface GuardOptions {
+  /** Called for each failed operation; `ignored` when the failure is swallowed (see above). */
+  onError(op: string, err: Error, ignored: boolean): void
+  /** This node's aedes id, for wills keyed by broker. */
+  brokerId(): string | undefined
+}
+
+/** Rejections of these operations resolve instead: aedes chains them with `.finally`. */
+const SWALLOWED = new Set(['incomingDelPacket'])
+const STREAMS = new Set(['createRetainedStream', 'createRetainedStreamCombi', 'outgoingStream', 'streamWill'])
+
+/** Attaches a rejection handler to every command `redis` sends. */
+export function guardRedisCommands(redis: Redis, onCommandError: (err: Error) => void): void {
+  const send = redis.sendCommand.bind(redis) as (...args: unknown[]) => unknown
+  ;(redis as unknown as { sendCommand: AnyFn }).sendCommand = (...args: unknown[]) => {
+    const result = send(...args)
+    // Marks the promise handled; whoever awaits it still gets the rejection.
+    if (result && typeof (result as Promise<unknown>).catch === 'function') (result as Promise<unknown>).catch(onCommandError)
+    return result
+  }
+}
+
+export function guardPersistence(persistence: Persistence, options: GuardOptions): Persistence {
+  const wrapped = new Map<PropertyKey, unknown>()
+  const wrap = (op: string, fn: AnyFn): AnyFn => {
+    if (STREAMS.has(op)) {
+      return (...args) => {
+        const stream = fn.apply(persistence, args) as NodeJS.EventEmitter
+        // A stream with no 'error' listener throws: aedes pipes the retained stream without one.
+        stream?.on?.('error', (err: Error) => options.onError(op, err, false))
+        return stream
+      }
+    }
+    return (...args) => {
+      // A callback-style call handles its own errors.
+      if (typeof args[args.length - 1] === 'function') return fn.apply(persistence, args)
+      let ignore = SWALLOWED.has(op)
+      if (op === 'delWill') {
+        const client = args[0] as { id: string; brokerId?: string }
+        if (client && client.brokerId === undefined) {
+          // storeWill's call (see above): the will this node stored for this client id.
+          args[0] = { id: client.id, brokerId: options.brokerId() }
+          ignore = true
+        }
+      }
+      let result: unknown
+      try {
+        result = fn.apply(persistence, args)
+      } catch (err) {
+        options.onError(op, err as Error, false)
+        return Promise.reject(err)
+      }
+      if (!(result instanceof Promise)) return result
+      return result.catch((err: Error) => {
+        options.onError(op, err, ignore)
+        if (ignore) return op === 'delWill' ? null : undefined
+        throw err
+      })
+    }
+  }
+  return new Proxy(persistence, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown
+      // aedes requires `setup` to be an AsyncFunction: pass it through untouched.
+      if (typeof value !== 'function' || typeof prop !== 'string' || prop === 'setup' || prop === 'constructor') {
+        return typeof value === 'function' && prop === 'setup' ? (value as AnyFn).bind(target) : value
+      }
+      if (['on', 'once', 'off', 'emit', 'removeListener', 'addListener', 'destroy'].includes(prop)) return (value as AnyFn).bind(target)
+      let fn = wrapped.get(prop)
+      if (fn === undefined) wrapped.set(prop, fn = wrap(prop, value as AnyFn))
+      return fn
+    },
+  })
+}

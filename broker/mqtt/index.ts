@@ -1,0 +1,118 @@
+import type { AedesPublishPacket, Client } from 'aedes'
+import type { Packet } from 'mqtt-packet'
+import type { Config } from '../config/schema.js'
+import type { Feature } from '../hooks.js'
+import type { Logger } from '../log.js'
+import { internals } from './aedes-internals.js'
+import { installFlowControl } from './flow-control.js'
+import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
+import { topicMatches } from './topic.js'
+import { tapOutbound } from './wire.js'
+import { disconnectClient, REASON } from '../limits/refuse.js'
+
+export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCode } from './redirect.js'
+
+/*
+ * The MQTT 5.0 behaviour aedes 2.0.0-beta.1 lacks, closed in our code (docs/protocol.md lists each
+ * with its clause):
+ * - outbound Receive Maximum and Maximum Packet Size (see flow-control.ts);
+ * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions too
+ *   [MQTT-3.8.4-8]: aedes looks the granted QoS up by the topic name, so a QoS 2 message reached
+ *   a QoS 1 `a/+` subscription at QoS 2;
+ * - Reason Strings on the DISCONNECTs the server sends and on failed SUBACKs [MQTT-3.14.2.2.3];
+ * - with `serverReference` configured, shutdown tells 5.0 clients where to go (0x9C with a Server
+ *   Reference) instead of 0x8B Server shutting down.
+ */
+
+const SERVER_SHUTTING_DOWN = 0x8B
+const REASON_CODE_ERROR_THRESHOLD = 0x80
+
+const DISCONNECT_REASONS: Record<number, string> = {
+  0x82: 'protocol error',
+  0x8B: 'the server is shutting down',
+  0x8E: 'another connection took over this client identifier',
+  0x93: 'more QoS 1/2 messages in flight than the server\'s Receive Maximum',
+  0x94: 'unknown or out-of-range topic alias',
+  0x95: 'packet larger than the server\'s Maximum Packet Size',
+  0x97: 'quota exceeded',
+  0x98: 'administrative action',
+}
+
+const SUBACK_REASONS: Record<number, string> = {
+  0x80: 'subscription refused',
+  0x87: 'not authorized to subscribe to this topic filter',
+  0x8F: 'invalid topic filter',
+  0x97: 'subscription quota exceeded',
+  0x9E: 'shared subscriptions are not supported',
+}
+
+
+export interface MqttProtocolOptions {
+  /**
+   * Ends a client with more than `limits.maxQueued` QoS 1/2 messages waiting for its window (the
+   * limits feature's `queueFull`: counted and logged). Without it: DISCONNECT 0x97 and a warning.
+   */
+  readonly onQueueFull?: (client: Client, queued: number) => void
+}
+
+export function mqttProtocolFeature(config: Config, log: Logger, options: MqttProtocolOptions = {}): Feature {
+  const { maxInflight, maxQueued } = config.limits
+  const removeFlowControl = installFlowControl({
+    log,
+    maxInflight,
+    maxQueued,
+    onQueueFull: options.onQueueFull ?? ((client, queued) => {
+      const message = `${queued} QoS 1/2 messages waiting for acknowledgements, limits.maxQueued is ${maxQueued}`
+      log.warn({ clientId: client.id, limit: 'maxQueued' }, `disconnected ${client.id}: ${message}`)
+      disconnectClient(client, REASON.QUOTA_EXCEEDED, message)
+    }),
+  })
+  const removeProperties = tapOutbound({ cmds: ['disconnect', 'suback'], mqtt5Only: true }, (client, packet, send) => {
+    if (packet.cmd === 'disconnect') return send(withDisconnectReason(packet, config.serverReference))
+    if (packet.cmd === 'suback') {
+      // [MQTT-3.1.2-29] no Reason String on a SUBACK when the client asked for none.
+      const failed = (packet.granted as unknown[]).find((code): code is number => typeof code === 'number' && code >= REASON_CODE_ERROR_THRESHOLD)
+      if (failed !== undefined && internals(client)._requestProblemInformation !== false && !packet.properties?.reasonString) {
+        return send({ ...packet, properties: { ...packet.properties, reasonString: SUBACK_REASONS[failed] ?? 'subscription refused' } })
+      }
+    }
+    return send(packet)
+  })
+  return {
+    name: 'mqtt-protocol',
+    authorizeForward(client, packet) {
+      if (packet.qos !== 2) return packet
+      const granted = grantedQos(client, packet.topic)
+      return granted === 1 ? { ...packet, qos: 1 } as AedesPublishPacket : packet
+    },
+    close() {
+      removeFlowControl()
+      removeProperties()
+    },
+  }
+}
+
+/** The highest QoS granted to the client's subscriptions that match the topic (aedes delivers one copy). */
+function grantedQos(client: Client, topic: string): number {
+  let max = -1
+  for (const [filter, sub] of Object.entries(internals(client).subscriptions)) {
+    if (sub.qos > max && topicMatches(filter, topic)) max = sub.qos
+    if (max === 2) break
+  }
+  return max
+}
+
+function withDisconnectReason(packet: Packet & { cmd: 'disconnect' }, serverReference: string | undefined): Packet {
+  let reasonCode = packet.reasonCode ?? 0
+  const properties = { ...packet.properties }
+  // [MQTT-3.14.2.2.7] a draining node tells 5.0 clients where to reconnect.
+  if (reasonCode === SERVER_SHUTTING_DOWN && serverReference !== undefined) {
+    reasonCode = USE_ANOTHER_SERVER
+    properties.serverReference = serverReference
+    properties.reasonString = redirectReason(reasonCode, serverReference)
+  }
+  if (properties.reasonString === undefined && DISCONNECT_REASONS[reasonCode] !== undefined) {
+    properties.reasonString = DISCONNECT_REASONS[reasonCode]
+  }
+  return { ...packet, reasonCode, properties }
+}

@@ -1,0 +1,256 @@
+import { createRequire } from 'node:module'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+import type { Client } from 'aedes'
+
+/** The `bl` that mqtt-packet's parser uses, resolved from mqtt-packet itself. */
+const BufferList = createRequire(createRequire(import.meta.url).resolve('mqtt-packet'))('bl/BufferList.js') as new () => object
+
+/*
+ * The two points every MQTT packet of an aedes connection passes through: the parser aedes creates
+ * per connection (`mqttPacket.parser()`) and the serializer it writes with
+ * (`mqttPacket.writeToStream()`). aedes looks both up on the mqtt-packet module object at call
+ * time, so wrapping them here — once, in this process — lets features observe every inbound
+ * packet before aedes handles it and decide on every outbound packet before it reaches the socket,
+ * without patching aedes. We need that where aedes has no hook: outbound flow control
+ * ([MQTT-3.3.4-9] Receive Maximum, [MQTT-3.1.2-25] Maximum Packet Size), CONNACK and DISCONNECT
+ * properties, and the `$share/` subscriptions aedes 2.0.0-beta.1 refuses before any hook runs.
+ *
+ * Only streams that carry an aedes client (`conn.client`, set by aedes' Client constructor) are
+ * touched; anything else in the process that uses mqtt-packet is passed through unchanged.
+ */
+
+/** Sees an inbound packet before aedes does; may rewrite it in place. */
+export type InboundTap = (client: Client, packet: Packet) => void
+
+/**
+ * Decides on an outbound packet: call `send` (now or later) with the packet to write, or don't
+ * to drop it. The return value is the stream's backpressure answer (`false` = wait for drain).
+ */
+export type OutboundTap = (client: Client, packet: Packet, send: (packet: Packet) => boolean) => boolean
+
+/** Which packets a tap sees: the others never reach it, so the hot path pays nothing for it. */
+export interface TapFilter {
+  readonly cmds: readonly Packet['cmd'][]
+  /** Only packets of MQTT 5.0 connections. */
+  readonly mqtt5Only?: boolean
+}
+
+type WriteToStream = (packet: Packet, stream: NodeJS.WritableStream, opts?: object) => boolean
+type ParserFactory = typeof mqttPacket.parser
+
+interface MqttPacketModule {
+  parser: ParserFactory
+  writeToStream: WriteToStream
+}
+
+interface Registered<T> {
+  readonly tap: T
+  readonly filter: TapFilter
+}
+
+type ClientStream = NodeJS.WritableStream & { client?: Client; cork?(): void; uncork?(): void; _writev?: unknown }
+
+const inboundTaps: Registered<InboundTap>[] = []
+const outboundTaps: Registered<OutboundTap>[] = []
+/** Per command: the taps for any connection, and those for 5.0 connections (rebuilt when taps change). */
+let inboundByCmd = new Map<string, { any: InboundTap[]; mqtt5: InboundTap[] }>()
+let outboundByCmd = new Map<string, { any: OutboundTap[]; mqtt5: OutboundTap[] }>()
+let installed = false
+let originalWrite: WriteToStream
+
+function index<T>(taps: readonly Registered<T>[]): Map<string, { any: T[]; mqtt5: T[] }> {
+  const byCmd = new Map<string, { any: T[]; mqtt5: T[] }>()
+  for (const { tap, filter } of taps) {
+    for (const cmd of filter.cmds) {
+      let entry = byCmd.get(cmd)
+      if (entry === undefined) byCmd.set(cmd, entry = { any: [], mqtt5: [] })
+      if (!filter.mqtt5Only) entry.any.push(tap)
+      entry.mqtt5.push(tap)
+    }
+  }
+  return byCmd
+}
+
+/*
+ * Writes are coalesced per socket per event-loop turn. mqtt-packet corks the stream for one packet
+ * and uncorks on the next tick, and aedes sends each delivery from its own setImmediate, so every
+ * packet used to be its own writev(2) — a fifth of the broker's CPU under fan-in. The first write
+ * to a socket in a turn corks it once more, and one setImmediate per turn uncorks every socket
+ * written to: the packets of a turn leave in one syscall per socket. `writableLength` still counts
+ * what waits (the slow-consumer limits read it) and write() still answers backpressure. Only
+ * streams that gather writes (`_writev`: TCP and TLS sockets) are corked; a WebSocket stream sends
+ * each write as its own frame anyway. Bytes written right before a `destroy()` must be flushed by
+ * the caller (limits/refuse.ts sendDisconnect uncorks); aedes closes through write callbacks,
+ * which run after the flush.
+ */
+const CORKED = Symbol('fleetmq.corked')
+type CorkableStream = ClientStream & { [CORKED]?: boolean }
+const corked: CorkableStream[] = []
+let flushScheduled = false
+
+function flushCorked(): void {
+  flushScheduled = false
+  // A stream corked again while this runs (a write from a callback) is appended and flushed too.
+  for (let i = 0; i < corked.length; i++) {
+    const stream = corked[i]
+    stream[CORKED] = false
+    stream.uncork!()
+  }
+  corked.length = 0
+}
+
+function coalesce(stream: CorkableStream): void {
+  if (stream._writev === undefined || stream[CORKED] === true) return
+  stream.cork!()
+  stream[CORKED] = true
+  corked.push(stream)
+  if (!flushScheduled) {
+    flushScheduled = true
+    setImmediate(flushCorked)
+  }
+}
+
+/*
+ * mqtt-packet writes a packet as 4–6 separate chunks (header byte, length, topic length, topic,
+ * payload), each a full pass through the stream machinery. The packet is gathered here instead,
+ * synchronously, and reaches the socket as one Buffer (one WebSocket frame on ws/wss). A packet
+ * above GATHER_LIMIT bytes goes out chunk by chunk, so a large payload is never copied.
+ */
+const GATHER_LIMIT = 16_384
+const gathered: (Buffer | string)[] = []
+let gatherError: Error | undefined
+const gatherer = {
+  write(chunk: Buffer | string): boolean {
+    gathered.push(chunk)
+    return true
+  },
+  // mqtt-packet destroys the stream on a packet it cannot encode; the real one is destroyed below.
+  destroy(err?: Error): void {
+    gatherError = err ?? new Error('mqtt-packet could not encode the packet')
+  },
+} as unknown as NodeJS.WritableStream
+
+function writePacket(packet: Packet, stream: ClientStream, opts: object | undefined): boolean {
+  gathered.length = 0
+  gatherError = undefined
+  originalWrite(packet, gatherer, opts)
+  if (gatherError !== undefined) {
+    const err = gatherError
+    gatherError = undefined
+    gathered.length = 0
+    ;(stream as unknown as { destroy(err: Error): void }).destroy(err)
+    return false
+  }
+  let length = 0
+  for (let i = 0; i < gathered.length; i++) {
+    const chunk = gathered[i]
+    length += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
+  }
+  let result = true
+  if (length <= GATHER_LIMIT) {
+    const bytes = Buffer.allocUnsafe(length)
+    let offset = 0
+    for (let i = 0; i < gathered.length; i++) {
+      const chunk = gathered[i]
+      offset += typeof chunk === 'string' ? bytes.write(chunk, offset) : chunk.copy(bytes, offset)
+    }
+    result = stream.write(bytes)
+  } else {
+    for (let i = 0; i < gathered.length; i++) result = stream.write(gathered[i])
+  }
+  gathered.length = 0
+  return result
+}
+
+/** Runs the outbound taps from `position` on, then writes. */
+function runOutbound(taps: readonly OutboundTap[], position: number, client: Client, packet: Packet, stream: ClientStream, opts: object | undefined): boolean {
+  if (position === taps.length) return writePacket(packet, stream, opts)
+  return taps[position](client, packet, (next) => runOutbound(taps, position + 1, client, next, stream, opts))
+}
+
+/** The parser's 'packet' listener: one function for every connection (`this` is the parser). */
+function onParsedPacket(this: { client?: Client }, packet: Packet): void {
+  const client = this.client
+  if (client === undefined) return
+  const entry = inboundByCmd.get(packet.cmd)
+  if (entry === undefined) return
+  const taps = client.version === 5 ? entry.mqtt5 : entry.any
+  for (let i = 0; i < taps.length; i++) taps[i](client, packet)
+}
+
+function install(): void {
+  if (installed) return
+  installed = true
+  const target = mqttPacket as unknown as MqttPacketModule
+  const originalParser = target.parser
+  originalWrite = target.writeToStream
+  // mqtt-packet builds its table of packet-id buffers (65,536 small Buffers, ≈ 6 MiB) on its first
+  // write: at start-up rather than with the first client, so that it is never mistaken for (or
+  // paid by) a connection.
+  writePacket({ cmd: 'pingresp' }, { write: () => true } as unknown as ClientStream, undefined)
+
+  target.parser = function tappedParser(...args: Parameters<ParserFactory>) {
+    const parser = originalParser(...args)
+    // The parser's byte queue is a `bl` BufferListStream: a whole Duplex (two stream states) per
+    // connection, of which the parser uses only the list. The plain BufferList has the same
+    // methods; the parser makes a new stream only after a parse error, which ends the connection.
+    ;(parser as unknown as { _list: object })._list = new BufferList()
+    // Registered before aedes adds its own 'packet' listener, so taps run first.
+    parser.on('packet', onParsedPacket)
+    return parser
+  } as ParserFactory
+
+  target.writeToStream = function tappedWrite(packet, stream: ClientStream, opts) {
+    const client = stream.client
+    if (client === undefined) return originalWrite(packet, stream, opts)
+    coalesce(stream)
+    const entry = outboundByCmd.get(packet.cmd)
+    const taps = entry === undefined ? undefined : client.version === 5 ? entry.mqtt5 : entry.any
+    if (taps === undefined || taps.length === 0) return writePacket(packet, stream, opts)
+    return runOutbound(taps, 0, client, packet, stream, opts)
+  }
+}
+
+/** Adds a tap for the packets `filter` names; returns the function that removes it. */
+export function tapInbound(filter: TapFilter, tap: InboundTap): () => void {
+  install()
+  const entry = { tap, filter }
+  inboundTaps.push(entry)
+  inboundByCmd = index(inboundTaps)
+  return () => {
+    inboundTaps.splice(inboundTaps.indexOf(entry), 1)
+    inboundByCmd = index(inboundTaps)
+  }
+}
+
+/**
+ * Adds a tap for the packets `filter` names; returns the function that removes it. Taps run in
+ * the order they were added.
+ */
+export function tapOutbound(filter: TapFilter, tap: OutboundTap): () => void {
+  install()
+  const entry = { tap, filter }
+  outboundTaps.push(entry)
+  outboundByCmd = index(outboundTaps)
+  return () => {
+    outboundTaps.splice(outboundTaps.indexOf(entry), 1)
+    outboundByCmd = index(outboundTaps)
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+const varIntSize = (n: number): number => (n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4)
+
+/** Bytes the packet takes on the wire for this protocol version, without copying its payload. */
+export function wireSize(packet: Packet, protocolVersion: number): number {
+  if (packet.cmd !== 'publish') return mqttPacket.generate(packet, { protocolVersion }).length
+  const payloadLength = typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length
+  const head = mqttPacket.generate({ ...packet, payload: EMPTY }, { protocolVersion }).length
+  let remaining = head - 2
+  for (let lengthBytes = 1; lengthBytes <= 4; lengthBytes++) {
+    remaining = head - 1 - lengthBytes
+    if (varIntSize(remaining) === lengthBytes) break
+  }
+  const total = remaining + payloadLength
+  return 1 + varIntSize(total) + total
+}

@@ -1,0 +1,98 @@
+import net from 'node:net'
+import { once } from 'node:events'
+import mqttPacket, { type Packet } from 'mqtt-packet'
+
+/*
+ * A raw MQTT client on a plain socket: sends packets built with mqtt-packet (or any bytes a test
+ * crafts), parses what the broker answers, and can stop reading to play a stuck subscriber. For
+ * tests of what third-party clients never send: malformed packets, refused CONNECTs, limits.
+ */
+
+export type ProtocolVersion = 3 | 4 | 5
+
+export interface RawClient {
+  readonly socket: net.Socket
+  /** Every packet the broker sent, in order. */
+  readonly received: Packet[]
+  /** Encodes and writes a packet with this client's protocol version. */
+  send(packet: Packet): void
+  /** Writes bytes as they are. */
+  sendRaw(bytes: Buffer): void
+  /** Resolves with the first received packet (already received or later) that matches. */
+  waitFor<C extends Packet['cmd']>(cmd: C, match?: (packet: Extract<Packet, { cmd: C }>) => boolean, timeoutMs?: number): Promise<Extract<Packet, { cmd: C }>>
+  /** Resolves once the broker closed the connection (or it was destroyed). */
+  closed(timeoutMs?: number): Promise<void>
+  /** CONNECT and wait for the CONNACK. */
+  connect(options?: Partial<Extract<Packet, { cmd: 'connect' }>>): Promise<Extract<Packet, { cmd: 'connack' }>>
+  /** Stops reading from the socket: the broker's writes pile up in its buffers. */
+  stopReading(): void
+  destroy(): void
+}
+
+export function encode(packet: Packet, protocolVersion: ProtocolVersion): Buffer {
+  return mqttPacket.generate(packet, { protocolVersion })
+}
+
+export async function rawClient(port: number, protocolVersion: ProtocolVersion = 5): Promise<RawClient> {
+  const socket = net.connect({ host: '127.0.0.1', port })
+  await once(socket, 'connect')
+  const parser = mqttPacket.parser({ protocolVersion })
+  const received: Packet[] = []
+  const waiters: { match: (p: Packet) => boolean; resolve: (p: Packet) => void }[] = []
+  parser.on('packet', (packet: Packet) => {
+    received.push(packet)
+    for (const waiter of [...waiters]) {
+      if (waiter.match(packet)) {
+        waiters.splice(waiters.indexOf(waiter), 1)
+        waiter.resolve(packet)
+      }
+    }
+  })
+  parser.on('error', () => { /* the broker sent bytes we cannot parse: the test sees it as a missing packet */ })
+  socket.on('data', (chunk: Buffer) => parser.parse(chunk))
+  socket.on('error', () => { /* resets are expected when the broker drops us */ })
+  const isClosed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+
+  const client: RawClient = {
+    socket,
+    received,
+    send(packet) {
+      socket.write(encode(packet, protocolVersion))
+    },
+    sendRaw(bytes) {
+      socket.write(bytes)
+    },
+    waitFor(cmd, match = () => true, timeoutMs = 10_000) {
+      type P = Extract<Packet, { cmd: typeof cmd }>
+      const test = (p: Packet): boolean => p.cmd === cmd && match(p as P)
+      const seen = received.find(test)
+      if (seen) return Promise.resolve(seen as P)
+      return new Promise<P>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1)
+          reject(new Error(`no ${cmd} within ${timeoutMs} ms; received: ${received.map((p) => p.cmd).join(', ') || 'nothing'}`))
+        }, timeoutMs)
+        const waiter = { match: test, resolve: (p: Packet) => { clearTimeout(timer); resolve(p as P) } }
+        waiters.push(waiter)
+      })
+    },
+    closed(timeoutMs = 10_000) {
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the broker did not close the connection within ${timeoutMs} ms`)), timeoutMs)
+        void isClosed.then(() => { clearTimeout(timer); resolve() })
+      })
+    },
+    async connect(options = {}) {
+      client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clientId: `raw-${process.pid}-${Math.random().toString(16).slice(2, 10)}`, clean: true, keepalive: 60, ...options } as Packet)
+      return client.waitFor('connack')
+    },
+    stopReading() {
+      socket.pause()
+      socket.removeAllListeners('data')
+    },
+    destroy() {
+      socket.destroy()
+    },
+  }
+  return client
+}
