@@ -1,0 +1,231 @@
+# shellcheck shell=bash
+# configure: this node's settings from the env file, its secrets, its Redis role; then starts the
+# services. A service restarts only when something it reads changed.
+
+# The colocated Sentinels require the Redis password (render_sentinel_conf): a node told to use
+# Sentinels gets their password file unless its env file already names one.
+sentinel_password_line() {
+  case "$FLEETMQ_PROVISION__REDIS_ROLE" in primary | replica) ;; *) return 0 ;; esac
+  [ -n "${FLEETMQ_CLUSTER__REDIS__SENTINELS:-}" ] || return 0
+  [ -z "${FLEETMQ_CLUSTER__REDIS__SENTINEL_PASSWORD_FILE:-}" ] || return 0
+  printf "FLEETMQ_CLUSTER__REDIS__SENTINEL_PASSWORD_FILE='%s/redis-password'\n" "$SECRETS_TARGET"
+}
+
+# /etc/fleetmq/fleetmq.env: the broker's keys only (its schema is strict, so the provisioning keys
+# never reach it), checked by the broker before it replaces the installed file: a bad env file
+# fails here, naming every wrong key, and the running node keeps its settings and keeps running.
+# Returns 0 when the file changed.
+install_broker_env() {
+  local candidate output
+  candidate=$(mktemp "$ETC_DIR/.fleetmq.env.XXXXXX")
+  {
+    printf '# Written by fleetmq-provision configure from %s; the FLEETMQ_PROVISION__* keys stay out.\n' "$(basename "$ENV_FILE")"
+    if [ "${#BROKER_ENV_LINES[@]}" -gt 0 ]; then printf '%s\n' "${BROKER_ENV_LINES[@]}"; fi
+    sentinel_password_line
+  } >"$candidate"
+  chmod 0640 "$candidate"
+  chown "root:$FLEETMQ_USER" "$candidate"
+  if ! output=$(fleetmq_cli_with "$candidate" config check "$ETC_DIR/fleetmq.yaml" 2>&1); then
+    rm -f "$candidate"
+    printf '%s\n' "$output" >&2
+    die "the broker refuses these settings (above); fix them in $(basename "$ENV_FILE") and run configure again (nothing was changed)"
+  fi
+  local changed=1
+  if write_file "$BROKER_ENV" 0640 "root:$FLEETMQ_USER" <"$candidate"; then changed=0; fi
+  rm -f "$candidate"
+  return "$changed"
+}
+
+# Staged secrets move to /etc/fleetmq/secrets (readable by the broker only) and leave the stage:
+# nothing secret stays in /var/tmp. A later run without them keeps the installed ones.
+# Returns 0 when an installed secret changed.
+install_secrets() {
+  local name changed=1 file
+  [ -d "$SECRETS_DIR" ] || { log "no staged secrets in $SECRETS_DIR; keeping the installed ones"; return 1; }
+  ensure_dir "$SECRETS_TARGET" 0750 "root:$FLEETMQ_USER"
+  for name in "${SECRET_NAMES[@]}"; do
+    [ -f "$SECRETS_DIR/$name" ] || continue
+    if write_file "$SECRETS_TARGET/$name" 0640 "root:$FLEETMQ_USER" <"$SECRETS_DIR/$name"; then
+      log "installed secret $name"
+      changed=0
+    fi
+    rm -f "$SECRETS_DIR/$name"
+  done
+  # TLS material for mqtts/wss listeners: secrets/tls/*.pem become /etc/fleetmq/tls/*.pem.
+  if [ -d "$SECRETS_DIR/tls" ]; then
+    ensure_dir "$ETC_DIR/tls" 0750 "root:$FLEETMQ_USER"
+    for file in "$SECRETS_DIR"/tls/*; do
+      [ -f "$file" ] || continue
+      if write_file "$ETC_DIR/tls/$(basename "$file")" 0640 "root:$FLEETMQ_USER" <"$file"; then
+        log "installed TLS file $(basename "$file")"
+        changed=0
+      fi
+      rm -f "$file"
+    done
+  fi
+  return "$changed"
+}
+
+redis_password() { cat "$SECRETS_TARGET/redis-password"; }
+
+# The primary as the seed's Sentinel knows it (it moves on failover); before that the Redis host
+# the env file names, else the seed.
+current_primary() {
+  local seed_host=${FLEETMQ_PROVISION__SEED%:*} answer
+  answer=$(sentinel_primary "$seed_host")
+  if [ -n "$answer" ]; then printf '%s\n' "$answer"; else printf '%s\n' "${FLEETMQ_PROVISION__REDIS_HOST:-$seed_host}"; fi
+}
+
+# Rendered with the placeholder PRIMARY_ADDRESS: the recorded checksum covers this node's inputs, so
+# a failover (which moves the primary) does not make the next run rewrite and restart Redis.
+render_redis_conf() {
+  local password=$1
+  cat <<CONF
+# Written by fleetmq-provision configure (Redis role: $FLEETMQ_PROVISION__REDIS_ROLE). Redis and Sentinel
+# rewrite this file on failover; provisioning writes it again only when this node's inputs change.
+bind * -::*
+protected-mode yes
+port $REDIS_PORT
+daemonize no
+supervised systemd
+pidfile /run/redis/redis-server.pid
+logfile ""
+dir /var/lib/redis
+appendonly yes
+appendfsync everysec
+tcp-keepalive 60
+maxclients 10000
+requirepass $password
+masterauth $password
+CONF
+  if [ "$FLEETMQ_PROVISION__REDIS_ROLE" = replica ]; then
+    printf 'replicaof PRIMARY_ADDRESS %s\n' "$REDIS_PORT"
+  fi
+}
+
+render_sentinel_conf() {
+  local password=$1
+  cat <<CONF
+# Written by fleetmq-provision configure. Sentinel rewrites this file as it learns the cluster;
+# provisioning writes it again only when this node's inputs change.
+bind * -::*
+protected-mode no
+port $SENTINEL_PORT
+# Clients (the brokers, redis-cli) and the other Sentinels authenticate with the Redis password: a
+# Sentinel reachable on every interface must not take orders (FAILOVER, SET, RESET) from anyone.
+requirepass $password
+sentinel sentinel-pass $password
+daemonize no
+supervised systemd
+pidfile /run/sentinel/redis-sentinel.pid
+logfile ""
+dir /var/lib/redis
+sentinel resolve-hostnames no
+sentinel deny-scripts-reconfig yes
+sentinel monitor $SENTINEL_MASTER PRIMARY_ADDRESS $REDIS_PORT 2
+sentinel auth-pass $SENTINEL_MASTER $password
+sentinel down-after-milliseconds $SENTINEL_MASTER 5000
+sentinel failover-timeout $SENTINEL_MASTER 60000
+sentinel parallel-syncs $SENTINEL_MASTER 1
+CONF
+}
+
+redis_answers() {
+  [ "$(REDISCLI_AUTH="$1" timeout 3 redis-cli -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ]
+}
+
+sentinel_answers() {
+  [ "$(sentinel_cli 127.0.0.1 PING 2>/dev/null)" = PONG ]
+}
+
+configure_redis() {
+  local role=$FLEETMQ_PROVISION__REDIS_ROLE unit
+  if [ "$role" = external ]; then
+    for unit in redis-sentinel.service redis-server.service; do
+      if systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl is-active --quiet "$unit"; then
+        log "Redis is external: stopping and disabling the local $unit"
+        systemctl disable --now --quiet "$unit"
+      fi
+    done
+    return
+  fi
+  [ -s "$SECRETS_TARGET/redis-password" ] ||
+    die "Redis role $role needs the secret redis-password (stage it as secrets/redis-password): a colocated Redis is never left without a password"
+  local password own primary redis_conf sentinel_conf restart_redis=0 restart_sentinel=0
+  password=$(redis_password)
+  own=$(own_address)
+  redis_conf=$(render_redis_conf "$password")
+  sentinel_conf=$(render_sentinel_conf "$password")
+  # What this node was told: its role, the seed, its own address and the password.
+  local inputs="$role ${FLEETMQ_PROVISION__SEED:-} $own"
+  if stamp_changed redis-server "$inputs $redis_conf" || [ ! -f /etc/redis/redis.conf ]; then
+    if [ "$role" = primary ]; then primary=$own; else primary=$(current_primary); fi
+    log "Redis $role on $own (primary $primary)"
+    printf '%s\n' "${redis_conf//PRIMARY_ADDRESS/$primary}" | write_file /etc/redis/redis.conf 0640 redis:redis || true
+    restart_redis=1
+  fi
+  if stamp_changed redis-sentinel "$inputs $sentinel_conf" || [ ! -f /etc/redis/sentinel.conf ]; then
+    if [ -z "${primary:-}" ]; then
+      if [ "$role" = primary ]; then primary=$own; else primary=$(current_primary); fi
+    fi
+    log "Sentinel monitoring $SENTINEL_MASTER at $primary"
+    printf '%s\n' "${sentinel_conf//PRIMARY_ADDRESS/$primary}" | write_file /etc/redis/sentinel.conf 0640 redis:redis || true
+    restart_sentinel=1
+  fi
+  ensure_service redis-server.service "$restart_redis"
+  wait_for 30 "redis-server to answer PING" redis_answers "$password"
+  ensure_service redis-sentinel.service "$restart_sentinel"
+  wait_for 30 "redis-sentinel to answer PING" sentinel_answers
+  record_stamp redis-server "$inputs $redis_conf"
+  record_stamp redis-sentinel "$inputs $sentinel_conf"
+}
+
+# The admin user from the admin-password secret, set again only when that secret changes.
+# Returns 0 when the user store changed (the running broker reloads it on SIGHUP).
+configure_admin_user() {
+  local secret="$SECRETS_TARGET/admin-password" content
+  [ -s "$secret" ] || { log "no admin-password secret: no admin user"; return 1; }
+  content="admin $(sha256sum <"$secret")"
+  stamp_changed admin-user "$content" || return 1
+  if fleetmq_cli user list --json --config "$ETC_DIR/fleetmq.yaml" | grep -q '"username": "admin"'; then
+    fleetmq_cli user passwd admin --password-file "$secret" --config "$ETC_DIR/fleetmq.yaml" >/dev/null
+    log "changed the password of the admin user"
+  else
+    fleetmq_cli user add admin --admin --password-file "$secret" --config "$ETC_DIR/fleetmq.yaml" >/dev/null
+    log "added the admin user"
+  fi
+  record_stamp admin-user "$content"
+  return 0
+}
+
+phase_configure() {
+  require_root
+  require_option "--env FILE (the node env file)" "$ENV_FILE"
+  [ -x "$OPT_DIR/current/bin/fleetmq" ] || die "FleetMQ is not installed here; run the install phase first"
+  load_env "$ENV_FILE"
+  check_provision_settings
+  local restart=0
+  step "broker settings"
+  if install_broker_env; then
+    log "wrote $BROKER_ENV"
+    restart=1
+  fi
+  step "secrets"
+  if install_secrets; then restart=1; fi
+  step "users"
+  local reload=0
+  if configure_admin_user; then reload=1; fi
+  step "Redis (${FLEETMQ_PROVISION__REDIS_ROLE})"
+  configure_redis
+  step "fleetmq.service"
+  install_unit
+  local was_active=0
+  if systemctl is-active --quiet fleetmq.service; then was_active=1; fi
+  ensure_service fleetmq.service "$restart"
+  if [ "$reload" -eq 1 ] && [ "$restart" -eq 0 ] && [ "$was_active" -eq 1 ]; then
+    log "reloading fleetmq.service (users changed)"
+    systemctl reload fleetmq.service
+  fi
+  wait_broker_ready 90
+  log "node ${FLEETMQ_PROVISION__NODE_NAME} is ready"
+}
