@@ -1,0 +1,199 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Endpoint } from './wire.js'
+
+/*
+ * Broker setups the bench compares. A setup starts fresh processes pinned to the broker's core
+ * and says where publishers and subscribers connect: a clustered setup returns one node for
+ * publishers and another for subscribers, and every process whose memory counts.
+ */
+
+export interface RunningBroker {
+  /** Broker processes: memory and CPU are summed over them. */
+  readonly pids: readonly number[]
+  readonly publish: readonly Endpoint[]
+  readonly subscribe: readonly Endpoint[]
+  stop(): Promise<void>
+}
+
+export interface BrokerSetup {
+  /** Key in --brokers and in the JSON output. */
+  readonly id: string
+  /** Column heading. */
+  readonly label: string
+  start(cpus: string): Promise<RunningBroker>
+}
+
+const REPO = resolve(import.meta.dirname, '..')
+const FLEETMQ_BIN = join(REPO, 'bin/fleetmq.js')
+const MOSQUITTO = '/usr/sbin/mosquitto'
+/** The hard open-files limit, which bounds the idle-connection scenario (raising it takes CAP_SYS_RESOURCE). */
+export function openFilesLimit(): number {
+  const out = execFileSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).trim()
+  return out === 'unlimited' ? Infinity : Number(out)
+}
+const READY_TIMEOUT_MS = 20_000
+const STOP_TIMEOUT_MS = 10_000
+
+/** A TCP port nobody listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+/** Spawns `command` with the open-files limit raised to the hard limit, pinned to `cpus` (taskset keeps the PID). */
+export function spawnPinned(cpus: string, command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess {
+  return spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec taskset -c "$0" "$@"', cpus, command, ...args], {
+    cwd: options.cwd ?? REPO,
+    env: { ...process.env, ...options.env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+}
+
+/** Resolves once `port` accepts TCP connections; rejects, with the process's stderr, if it exits first. */
+async function waitForPort(child: ChildProcess, name: string, port: number, stderr: () => string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before it listened on ${port}:\n${stderr()}`)
+    }
+    const open = await new Promise<boolean>((resolveOpen) => {
+      const socket = net.connect({ host: '127.0.0.1', port }, () => {
+        socket.destroy()
+        resolveOpen(true)
+      })
+      socket.on('error', () => resolveOpen(false))
+    })
+    if (open) return
+    await sleep(50)
+  }
+  throw new Error(`${name} did not listen on 127.0.0.1:${port} within ${READY_TIMEOUT_MS} ms:\n${stderr()}`)
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
+  await exited
+  clearTimeout(timer)
+}
+
+async function startProcess(name: string, cpus: string, command: string, args: readonly string[], port: number, env?: NodeJS.ProcessEnv): Promise<ChildProcess> {
+  const child = spawnPinned(cpus, command, args, { env })
+  let stderr = ''
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    // Keep the tail only: a broker that logs per connection must not grow the driver.
+    stderr = (stderr + d).slice(-8_192)
+  })
+  child.stdout?.resume()
+  child.stdin?.end()
+  try {
+    await waitForPort(child, name, port, () => stderr)
+  } catch (err) {
+    await stopProcess(child)
+    throw err
+  }
+  return child
+}
+
+/** Debian's mosquitto 2, tuned only so that it neither drops nor throttles what the bench sends. */
+export const mosquittoSetup: BrokerSetup = {
+  id: 'mosquitto',
+  label: 'mosquitto',
+  async start(cpus) {
+    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-bench-mosquitto-'))
+    const port = await freePort()
+    const config = join(dir, 'mosquitto.conf')
+    writeFileSync(config, [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      // 0 = no limit: a queue bound would drop QoS 1 messages in fan-in rather than slow them.
+      'max_queued_messages 0',
+      // Same window as FleetMQ's limits.maxInflight default.
+      'max_inflight_messages 100',
+      // FleetMQ's listener sets TCP_NODELAY too; without it mosquitto's latency pays for Nagle.
+      'set_tcp_nodelay true',
+      'max_connections -1',
+      'log_dest none',
+      '',
+    ].join('\n'))
+    const child = await startProcess('mosquitto', cpus, MOSQUITTO, ['-c', config], port).catch((err: unknown) => {
+      rmSync(dir, { recursive: true, force: true })
+      throw err
+    })
+    const endpoint = { host: '127.0.0.1', port }
+    return {
+      pids: [child.pid as number],
+      publish: [endpoint],
+      subscribe: [endpoint],
+      async stop() {
+        await stopProcess(child)
+        rmSync(dir, { recursive: true, force: true })
+      },
+    }
+  },
+}
+
+/** One FleetMQ node, started as a user starts it, with the limits that would refuse the bench lifted. */
+export const fleetmqSetup: BrokerSetup = {
+  id: 'fleetmq',
+  label: 'FleetMQ',
+  async start(cpus) {
+    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-bench-node-'))
+    const port = await freePort()
+    const env = {
+      // The listener is given here rather than with --mqtt so that its connectRate can be lifted:
+      // 10,000 connections in a few seconds is the point of the memory scenario.
+      FLEETMQ_LISTENERS: JSON.stringify([{ type: 'mqtt', host: '127.0.0.1', port, connectRate: 0, maxConnections: 0 }]),
+      FLEETMQ_LIMITS__MAX_CONNECTIONS: '0',
+      // The fan-in QoS 1 generator keeps up to 2,000 messages ahead of its subscriber, as mosquitto
+      // runs with max_queued_messages 0: no per-session queue bound for either broker.
+      FLEETMQ_LIMITS__MAX_QUEUED: '0',
+    }
+    const args = [FLEETMQ_BIN, 'start', '--allow-anonymous', '--mgmt', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json', '--data-dir', dir]
+    // BENCH_FLEETMQ_NODE_ARGS: extra node flags for profiling (`--cpu-prof`, `--heapsnapshot-signal=SIGUSR2`).
+    const nodeArgs = process.env.BENCH_FLEETMQ_NODE_ARGS?.split(' ').filter(Boolean) ?? []
+    const child = await startProcess('fleetmq', cpus, process.execPath, [...nodeArgs, ...args], port, env).catch((err: unknown) => {
+      rmSync(dir, { recursive: true, force: true })
+      throw err
+    })
+    const endpoint = { host: '127.0.0.1', port }
+    return {
+      pids: [child.pid as number],
+      publish: [endpoint],
+      subscribe: [endpoint],
+      async stop() {
+        await stopProcess(child)
+        rmSync(dir, { recursive: true, force: true })
+      },
+    }
+  },
+}
+
+export const BROKER_SETUPS: readonly BrokerSetup[] = [mosquittoSetup, fleetmqSetup]
+
+/** Resident memory of `pid`, bytes (VmRSS in /proc/PID/status). */
+export function rssBytes(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  if (!match) throw new Error(`/proc/${pid}/status has no VmRSS line`)
+  return Number(match[1]) * 1024
+}
+
+/** CPU time `pid` has used, seconds (utime + stime in /proc/PID/stat, at 100 ticks per second). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}

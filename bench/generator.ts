@@ -1,0 +1,326 @@
+import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { performance } from 'node:perf_hooks'
+import { PacketType, PublishTemplate, WireClient, publishLayout, writePuback, type Endpoint } from './wire.js'
+import {
+  RELEASE,
+  type GeneratorEvent,
+  type IdleJob,
+  type IdleResult,
+  type Job,
+  type JobResult,
+  type LatencyJob,
+  type LatencyResult,
+  type ThroughputJob,
+  type ThroughputResult,
+} from './jobs.js'
+
+/*
+ * The load generator: a process of its own (the driver pins it to another core than the broker's)
+ * that reads one job as a JSON line on stdin, runs it and prints the result as a JSON line.
+ * Payloads start with a kind byte, so readiness probes are never counted as data, and a
+ * float64 send time (performance.now()), so latency needs no clock shared between processes.
+ */
+
+/** CPU time the processes have used, seconds (utime + stime in /proc/PID/stat, 100 ticks per second). */
+function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    ticks += Number(fields[11]) + Number(fields[12])
+  }
+  return ticks / 100
+}
+
+/** Time the processes' main threads waited for a CPU while runnable, seconds (/proc/PID/schedstat, ns). */
+function runQueueSeconds(pids: readonly number[]): number {
+  let ns = 0
+  for (const pid of pids) ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
+  return ns / 1e9
+}
+
+const PROBE = 0
+const DATA = 1
+const PROBE_INTERVAL_MS = 100
+const PROBE_TIMEOUT_MS = 15_000
+const DRAIN_TIMEOUT_MS = 15_000
+/** Packets a publisher writes per turn of the pump: one write, one syscall. */
+const PUBLISH_BATCH = 64
+
+const input = createInterface({ input: process.stdin })
+const lines = input[Symbol.asyncIterator]()
+
+function emit(event: GeneratorEvent): void {
+  process.stdout.write(`${JSON.stringify(event)}\n`)
+}
+
+function payload(kind: number, bytes: number): Buffer {
+  const buf = Buffer.alloc(Math.max(bytes, 9))
+  buf[0] = kind
+  return buf
+}
+
+const endpointFor = (list: readonly Endpoint[], index: number): Endpoint => list[index % list.length]
+
+async function waitFor(condition: () => boolean, timeoutMs: number, what: () => string): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`${what()} after ${timeoutMs} ms`)
+    await sleep(10)
+  }
+}
+
+/**
+ * Publishes probes until every subscriber has seen one from every publisher: subscriptions can take
+ * effect after SUBACK (on another node, say), and no counted message may be published before.
+ */
+async function probeUntilReady(publishers: readonly { client: WireClient; probe: PublishTemplate }[], seen: readonly Set<number>[]): Promise<void> {
+  const ready = (): boolean => seen.every((s) => s.size === publishers.length)
+  const deadline = performance.now() + PROBE_TIMEOUT_MS
+  while (!ready()) {
+    if (performance.now() > deadline) {
+      const missing = seen.filter((s) => s.size < publishers.length).length
+      throw new Error(`${missing} of ${seen.length} subscribers still miss messages from some publishers after ${PROBE_TIMEOUT_MS} ms of probing`)
+    }
+    for (const p of publishers) p.client.socket.write(p.probe.bytes)
+    await sleep(PROBE_INTERVAL_MS)
+  }
+  // Let probes still on their way arrive before counting starts.
+  await sleep(PROBE_INTERVAL_MS)
+}
+
+async function runThroughput(job: ThroughputJob): Promise<ThroughputResult> {
+  const received = new Array<number>(job.subscribers).fill(0)
+  // Declared before any socket exists: their callbacks call schedulePump() during the probe.
+  let sent = 0
+  let publishing = false
+  let pumpScheduled = false
+  let turn = 0
+  const probesSeen = Array.from({ length: job.subscribers }, () => new Set<number>())
+  const subscribers: WireClient[] = []
+  for (let i = 0; i < job.subscribers; i++) {
+    const client = await WireClient.connect(endpointFor(job.subscribe, i), { clientId: `bench-sub-${i}` })
+    let acks: Buffer[] = []
+    client.onFrame((first, buf, start) => {
+      if (first >> 4 !== PacketType.PUBLISH) return
+      const { payloadStart, packetId } = publishLayout(first, buf, start)
+      if (packetId) {
+        const ack = Buffer.allocUnsafe(4)
+        writePuback(ack, 0, packetId)
+        acks.push(ack)
+      }
+      if (buf[payloadStart] === DATA) received[i]++
+      else probesSeen[i].add(buf[payloadStart + 1])
+    })
+    client.afterRead = () => {
+      if (acks.length) {
+        client.socket.write(acks.length === 1 ? acks[0] : Buffer.concat(acks))
+        acks = []
+      }
+      schedulePump()
+    }
+    await client.subscribe('bench/+', job.qos)
+    subscribers.push(client)
+  }
+
+  const publishers: { client: WireClient; data: PublishTemplate; probe: PublishTemplate; inflight: number; nextId: number }[] = []
+  for (let i = 0; i < job.publishers; i++) {
+    const client = await WireClient.connect(endpointFor(job.publish, i), { clientId: `bench-pub-${i}` })
+    const topic = `bench/${i}`
+    const probeBody = payload(PROBE, job.payloadBytes)
+    probeBody[1] = i
+    const publisher = { client, data: new PublishTemplate(topic, payload(DATA, job.payloadBytes), job.qos), probe: new PublishTemplate(topic, probeBody, 0), inflight: 0, nextId: 1 }
+    client.onFrame((first) => {
+      if (first >> 4 === PacketType.PUBACK) publisher.inflight--
+    })
+    client.afterRead = schedulePump
+    client.socket.on('drain', schedulePump)
+    publishers.push(publisher)
+  }
+  await probeUntilReady(publishers, probesSeen)
+
+  function schedulePump(): void {
+    if (!publishing || pumpScheduled) return
+    pumpScheduled = true
+    setImmediate(pump)
+  }
+  function pump(): void {
+    pumpScheduled = false
+    if (!publishing) return
+    let slowest = Infinity
+    for (const r of received) if (r < slowest) slowest = r
+    turn = (turn + 1) % publishers.length
+    for (let k = 0; k < publishers.length; k++) {
+      const p = publishers[(turn + k) % publishers.length]
+      if (p.client.socket.writableNeedDrain) continue
+      const ahead = sent - slowest
+      let count = Math.min(PUBLISH_BATCH, job.maxAhead - ahead)
+      if (job.qos === 1) count = Math.min(count, job.inflightPerPublisher - p.inflight)
+      if (count <= 0) continue
+      const size = p.data.bytes.length
+      const out = Buffer.allocUnsafe(size * count)
+      for (let m = 0; m < count; m++) {
+        p.data.copyInto(out, m * size, p.nextId)
+        p.nextId = p.nextId === 65_535 ? 1 : p.nextId + 1
+      }
+      p.inflight += job.qos === 1 ? count : 0
+      sent += count
+      p.client.socket.write(out)
+    }
+  }
+
+  const total = (): number => received.reduce((a, b) => a + b, 0)
+  publishing = true
+  pump()
+  await sleep(job.warmupMs)
+  const startCount = total()
+  const startTime = performance.now()
+  const startCpu = process.cpuUsage()
+  const startBrokerCpu = cpuSeconds(job.brokerPids)
+  const startBrokerWait = runQueueSeconds(job.brokerPids)
+  await sleep(job.windowMs)
+  const endCount = total()
+  const windowMs = performance.now() - startTime
+  const cpu = process.cpuUsage(startCpu)
+  const brokerCpu = cpuSeconds(job.brokerPids) - startBrokerCpu
+  const brokerWait = runQueueSeconds(job.brokerPids) - startBrokerWait
+  publishing = false
+
+  const expected = (): number => sent * job.subscribers
+  await waitFor(
+    () => total() >= expected() && publishers.every((p) => p.inflight === 0),
+    DRAIN_TIMEOUT_MS,
+    () => `subscribers received ${total()} of ${expected()} messages`,
+  ).catch(() => undefined)
+  for (const c of [...publishers.map((p) => p.client), ...subscribers]) c.close()
+  return {
+    kind: 'throughput',
+    deliveredPerSecond: ((endCount - startCount) * 1000) / windowMs,
+    sent,
+    expected: expected(),
+    received: total(),
+    windowMs,
+    generatorCpuPercent: ((cpu.user + cpu.system) / 10) / windowMs,
+    brokerCpuPercent: (brokerCpu * 100_000) / windowMs,
+    brokerWaitPercent: (brokerWait * 100_000) / windowMs,
+    brokerCpuMicrosPerMessage: (brokerCpu * 1e6) / Math.max(endCount - startCount, 1),
+  }
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]
+}
+
+async function runLatency(job: LatencyJob): Promise<LatencyResult> {
+  const latencies: number[] = []
+  const probesSeen = [new Set<number>()]
+  let received = 0
+  let measureFrom = Infinity
+  let measureUntil = Infinity
+  const subscriber = await WireClient.connect(job.subscribe, { clientId: 'bench-latency-sub' })
+  subscriber.onFrame((first, buf, start) => {
+    if (first >> 4 !== PacketType.PUBLISH) return
+    const now = performance.now()
+    const { payloadStart, packetId } = publishLayout(first, buf, start)
+    if (packetId) {
+      const ack = Buffer.allocUnsafe(4)
+      writePuback(ack, 0, packetId)
+      subscriber.socket.write(ack)
+    }
+    if (buf[payloadStart] !== DATA) {
+      probesSeen[0].add(buf[payloadStart + 1])
+      return
+    }
+    received++
+    const sentAt = buf.readDoubleLE(payloadStart + 1)
+    if (sentAt >= measureFrom && sentAt < measureUntil) latencies.push(now - sentAt)
+  })
+  await subscriber.subscribe('bench/+', 1)
+
+  const client = await WireClient.connect(job.publish, { clientId: 'bench-latency-pub' })
+  const template = new PublishTemplate('bench/0', payload(DATA, job.payloadBytes), 1)
+  let inflight = 0
+  client.onFrame((first) => {
+    if (first >> 4 === PacketType.PUBACK) inflight--
+  })
+  await probeUntilReady([{ client, probe: new PublishTemplate('bench/0', payload(PROBE, job.payloadBytes), 0) }], probesSeen)
+
+  let sent = 0
+  let nextId = 1
+  const start = performance.now()
+  measureFrom = start + job.warmupMs
+  measureUntil = measureFrom + job.windowMs
+  // Paced by the clock, not by the timer: a late tick sends what is due, so the rate holds.
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const now = performance.now()
+      if (now >= measureUntil) {
+        clearInterval(tick)
+        resolve()
+        return
+      }
+      const due = Math.floor(((now - start) * job.rate) / 1000) - sent
+      for (let m = 0; m < due; m++) {
+        const packet = Buffer.allocUnsafe(template.bytes.length)
+        template.copyInto(packet, 0, nextId)
+        packet.writeDoubleLE(performance.now(), template.payloadOffset + 1)
+        nextId = nextId === 65_535 ? 1 : nextId + 1
+        inflight++
+        sent++
+        client.socket.write(packet)
+      }
+    }, 5)
+  })
+  await waitFor(() => received >= sent && inflight === 0, DRAIN_TIMEOUT_MS, () => `received ${received} of ${sent}`).catch(() => undefined)
+  client.close()
+  subscriber.close()
+  latencies.sort((a, b) => a - b)
+  return { kind: 'latency', p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99), samples: latencies.length, sent, expected: sent, received }
+}
+
+async function runIdle(job: IdleJob): Promise<IdleResult> {
+  const clients: WireClient[] = []
+  let next = 0
+  const started = performance.now()
+  const worker = async (): Promise<void> => {
+    while (next < job.connections) {
+      const i = next++
+      clients.push(await WireClient.connect(endpointFor(job.endpoints, i), {
+        clientId: `bench-idle-${i}`,
+        localAddress: job.localAddresses[i % job.localAddresses.length],
+        // Longer than the measurement takes, so no client needs PINGREQ while held.
+        keepalive: 300,
+      }))
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(job.concurrency, job.connections) }, worker))
+  const connectsPerSecond = (clients.length * 1000) / (performance.now() - started)
+  emit({ event: 'holding', connected: clients.length })
+  const reply = await lines.next()
+  if (reply.done || reply.value.trim() !== RELEASE) throw new Error(`expected "${RELEASE}" from the driver, got ${JSON.stringify(reply.value)}`)
+  const connected = clients.filter((c) => !c.socket.destroyed).length
+  for (const c of clients) c.socket.destroy()
+  return { kind: 'idle', expected: job.connections, connected, connectsPerSecond }
+}
+
+function run(job: Job): Promise<JobResult> {
+  switch (job.kind) {
+    case 'throughput':
+      return runThroughput(job)
+    case 'latency':
+      return runLatency(job)
+    case 'idle':
+      return runIdle(job)
+  }
+}
+
+const first = await lines.next()
+if (first.done) throw new Error('the generator expects a job as one JSON line on stdin')
+const result = await run(JSON.parse(first.value) as Job)
+emit({ event: 'result', result })
+input.close()
+process.exit(0)

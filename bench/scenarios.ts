@@ -1,0 +1,184 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cpuSeconds, rssBytes, type RunningBroker } from './brokers.js'
+import { runJob } from './generator-process.js'
+import type { IdleResult, LatencyResult, ThroughputResult } from './jobs.js'
+
+/*
+ * The scenarios and the metrics they yield. A scenario gets a running broker (which says where
+ * publishers and subscribers connect) and returns its metrics plus the generator's message
+ * counts, which the driver checks: a run that lost messages measured something else.
+ */
+
+export interface Target {
+  /** `ratio`: FleetMQ's value over the reference broker's; `absolute`: FleetMQ's value itself. */
+  readonly kind: 'ratio' | 'absolute'
+  readonly op: '>=' | '<='
+  readonly value: number
+}
+
+export interface Metric {
+  readonly id: string
+  readonly label: string
+  readonly unit: string
+  readonly target?: Target
+}
+
+export interface Profile {
+  readonly runs: number
+  readonly warmupMs: number
+  readonly windowMs: number
+  readonly idleConnections: number
+}
+
+export const PROFILES = Object.freeze({
+  full: { runs: 3, warmupMs: 1_000, windowMs: 5_000, idleConnections: 10_000 } satisfies Profile,
+  quick: { runs: 1, warmupMs: 300, windowMs: 1_000, idleConnections: 1_000 } satisfies Profile,
+})
+
+export interface ScenarioContext {
+  readonly profile: Profile
+  /** Cores for the load generator. */
+  readonly generatorCpus: string
+}
+
+export interface ScenarioRun {
+  readonly metrics: Readonly<Record<string, number>>
+  /** Messages (or connections) the generator was due to see, and saw. */
+  readonly expected: number
+  readonly received: number
+  /** Broker CPU use, percent of one core (100 = saturated): in the window for throughput jobs, over the whole job otherwise. */
+  readonly brokerCpuPercent: number
+  /** The generator's CPU use in the measuring window, where the job reports it. */
+  readonly generatorCpuPercent?: number
+  /** Broker CPU time per delivered message in the window (throughput jobs), µs. */
+  readonly brokerCpuMicrosPerMessage?: number
+  /** Time the broker waited for its core in the window (throughput jobs), percent. */
+  readonly brokerWaitPercent?: number
+}
+
+export interface Scenario {
+  readonly id: string
+  readonly title: string
+  readonly metrics: readonly Metric[]
+  run(broker: RunningBroker, ctx: ScenarioContext): Promise<ScenarioRun>
+}
+
+const PAYLOAD_BYTES = 64
+/** Publishers may be this many messages ahead of the slowest subscriber. */
+const MAX_AHEAD = 2_000
+/** QoS 1 window per publisher, as a device with MQTT 5 Receive Maximum 100 would keep. */
+const INFLIGHT_PER_PUBLISHER = 100
+const LATENCY_RATE = 2_000
+/** Source addresses for idle connections: 4 × 28,000 ephemeral ports is room for any run. */
+const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5']
+/** Time the broker gets to finish allocating for new connections before its RSS is read. */
+const MEMORY_SETTLE_MS = 1_500
+
+/** Runs `work` and reports the CPU the broker spent meanwhile. */
+async function withBrokerCpu<T>(broker: RunningBroker, work: () => Promise<T>): Promise<{ value: T; cpuPercent: number }> {
+  const cpu = (): number => broker.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0)
+  const cpuBefore = cpu()
+  const started = performance.now()
+  const value = await work()
+  return { value, cpuPercent: ((cpu() - cpuBefore) * 100_000) / (performance.now() - started) }
+}
+
+function throughput(id: string, title: string, label: string, qos: 0 | 1, publishers: number, subscribers: number, target: Target): Scenario {
+  return {
+    id,
+    title,
+    metrics: [{ id, label, unit: 'msg/s', target }],
+    async run(broker, ctx) {
+      const result = await runJob({
+        kind: 'throughput',
+        qos,
+        publishers,
+        subscribers,
+        publish: broker.publish,
+        subscribe: broker.subscribe,
+        payloadBytes: PAYLOAD_BYTES,
+        warmupMs: ctx.profile.warmupMs,
+        windowMs: ctx.profile.windowMs,
+        inflightPerPublisher: INFLIGHT_PER_PUBLISHER,
+        maxAhead: MAX_AHEAD,
+        brokerPids: broker.pids,
+      }, { cpus: ctx.generatorCpus }) as ThroughputResult
+      return {
+        metrics: { [id]: result.deliveredPerSecond },
+        expected: result.expected,
+        received: result.received,
+        brokerCpuPercent: result.brokerCpuPercent,
+        generatorCpuPercent: result.generatorCpuPercent,
+        brokerCpuMicrosPerMessage: result.brokerCpuMicrosPerMessage,
+        brokerWaitPercent: result.brokerWaitPercent,
+      }
+    },
+  }
+}
+
+const latency: Scenario = {
+  id: 'latency',
+  title: `latency at ${LATENCY_RATE.toLocaleString('en')} msg/s QoS 1 (1 → 1)`,
+  metrics: [
+    { id: 'latency_p50', label: `latency p50 @ ${LATENCY_RATE} msg/s QoS 1`, unit: 'ms' },
+    { id: 'latency_p99', label: `latency p99 @ ${LATENCY_RATE} msg/s QoS 1`, unit: 'ms', target: { kind: 'ratio', op: '<=', value: 1.5 } },
+  ],
+  async run(broker, ctx) {
+    const { value, cpuPercent } = await withBrokerCpu(broker, () => runJob({
+      kind: 'latency',
+      publish: broker.publish[0],
+      subscribe: broker.subscribe[0],
+      rate: LATENCY_RATE,
+      payloadBytes: PAYLOAD_BYTES,
+      warmupMs: ctx.profile.warmupMs,
+      windowMs: ctx.profile.windowMs,
+    }, { cpus: ctx.generatorCpus }))
+    const result = value as LatencyResult
+    return {
+      metrics: { latency_p50: result.p50Ms, latency_p99: result.p99Ms },
+      expected: result.expected,
+      received: result.received,
+      brokerCpuPercent: cpuPercent,
+    }
+  },
+}
+
+const idleMemory: Scenario = {
+  id: 'idle-memory',
+  title: 'broker memory per idle connection',
+  metrics: [{ id: 'idle_memory', label: 'memory per idle connection', unit: 'KiB', target: { kind: 'absolute', op: '<=', value: 8 } }],
+  async run(broker, ctx) {
+    const rss = (): number => broker.pids.reduce((sum, pid) => sum + rssBytes(pid), 0)
+    await sleep(MEMORY_SETTLE_MS)
+    const before = rss()
+    let after = before
+    const { value, cpuPercent } = await withBrokerCpu(broker, () => runJob({
+      kind: 'idle',
+      connections: ctx.profile.idleConnections,
+      endpoints: broker.subscribe,
+      localAddresses: LOCAL_ADDRESSES,
+      concurrency: 100,
+    }, {
+      cpus: ctx.generatorCpus,
+      async whileHolding() {
+        await sleep(MEMORY_SETTLE_MS)
+        after = rss()
+      },
+    }))
+    const result = value as IdleResult
+    return {
+      metrics: { idle_memory: (after - before) / 1024 / Math.max(result.connected, 1) },
+      expected: result.expected,
+      received: result.connected,
+      brokerCpuPercent: cpuPercent,
+    }
+  },
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  throughput('fanin_qos0', 'fan-in QoS 0 (8 → 1)', 'fan-in QoS 0 (8 → 1)', 0, 8, 1, { kind: 'ratio', op: '>=', value: 0.8 }),
+  throughput('fanin_qos1', 'fan-in QoS 1 (8 → 1)', 'fan-in QoS 1 (8 → 1)', 1, 8, 1, { kind: 'ratio', op: '>=', value: 1.0 }),
+  throughput('fanout_qos0', 'fan-out QoS 0 (1 → 50)', 'fan-out QoS 0 (1 → 50)', 0, 1, 50, { kind: 'ratio', op: '>=', value: 0.8 }),
+  latency,
+  idleMemory,
+]
