@@ -54,16 +54,16 @@ test('one group with a member on each of 3 nodes gets every QoS 1 message exactl
 test('a member that drops with unacknowledged QoS 1 messages has them delivered to a member on another node', { timeout: 50_000 }, async () => {
   // A bare client that never PUBACKs: its messages stay unacknowledged.
   const slow = await rawConnect(nodes[0].ports.mqtt, { clientId: 'slow' }, 5)
-  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g3/work/#', qos: 1 }] })
+  slow.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '$share/g3/tasks/#', qos: 1 }] })
   await slow.waitFor((p) => p.cmd === 'suback')
   const fast = await connect(nodes[2], { protocolVersion: 5, clientId: 'fast' })
   const pub = await connect(nodes[1], { protocolVersion: 4, clientId: 'pub3' })
   try {
     const got = collect(fast)
-    await fast.subscribeAsync('$share/g3/work/#', { qos: 1 })
+    await fast.subscribeAsync('$share/g3/tasks/#', { qos: 1 })
     await settle()
     const count = 30
-    for (let i = 0; i < count; i++) await pub.publishAsync('work/x', String(i), { qos: 1 })
+    for (let i = 0; i < count; i++) await pub.publishAsync('tasks/x', String(i), { qos: 1 })
     const held = () => slow.packets.filter((p) => p.cmd === 'publish').length
     await waitUntil('both members got some', () => held() > 0 && held() + got.length >= count, 20_000)
     assert.ok(got.length < count, 'the slow member held some messages')
