@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole suite: compile, shellcheck, then every test file under test/ with Node's test runner.
+# The whole suite: compile, then every test file under test/ with Node's test runner (shellcheck of
+# the scripts is one of them: test/hosts/shellcheck.test.ts).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 npm run --silent build
