@@ -238,5 +238,7 @@ test('stopping the host with the Redis primary: the cluster keeps serving and Se
     return true
   })
   await eventually(`${lost.name} shows down`, async () => healthOf(await clusterStatus(survivors[0]))[lost.name] === 'down')
-  assert.equal(healthOf(await clusterStatus(survivors[1]))[survivors[0]], 'up')
+  // A survivor whose heartbeats stalled while Redis failed over may be shown down for a moment;
+  // the cluster must see it up again by itself.
+  await eventually(`${survivors[1]} shows ${survivors[0]} up`, async () => healthOf(await clusterStatus(survivors[1]))[survivors[0]] === 'up')
 })
