@@ -38,9 +38,10 @@ export async function startNodes(count: number, options: NodeOptions): Promise<R
 
 export const mqttUrl = (node: RunningFleetmq): string => `mqtt://127.0.0.1:${node.ports.mqtt}`
 
+// 20 s to CONNACK: these files share 2 cores with the overload flood and the host tests in CI.
 export function connect(node: RunningFleetmq | string, options: IClientOptions = {}): Promise<MqttClient> {
   const url = typeof node === 'string' ? node : mqttUrl(node)
-  return mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...options })
+  return mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 20_000, ...options })
 }
 
 /** Polls `check` every 100 ms until it returns a value other than undefined/false. */
@@ -118,7 +119,7 @@ export async function silentSession(node: RunningFleetmq, clientId: string, filt
 /** Connects and collects messages from the first packet on (queued messages can come with the CONNACK). */
 export async function connectCollecting(node: RunningFleetmq | string, options: IClientOptions = {}): Promise<{ client: MqttClient; got: ReturnType<typeof collect> }> {
   const url = typeof node === 'string' ? node : mqttUrl(node)
-  const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5_000, ...options })
+  const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 20_000, ...options })
   const got = collect(client)
   await new Promise<void>((resolve, reject) => {
     client.once('connect', () => resolve())
