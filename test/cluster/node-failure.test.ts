@@ -1,9 +1,7 @@
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
-import type { RunningFleetmq } from '../helpers/fleetmq.js'
-import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { collect, nextEvent, startNodes, stopAll, waitUntil } from './nodes.js'
+import { collect, nextEvent, clusterOnRedis, waitUntil } from './nodes.js'
 
 /*
  * kill -9 of the node two persistent-session clients use while they exchange QoS 1 messages: both
@@ -11,18 +9,7 @@ import { collect, nextEvent, startNodes, stopAll, waitUntil } from './nodes.js'
  * publisher got a PUBACK for is delivered at least once.
  */
 
-let redis: RedisServer
-let nodes: RunningFleetmq[]
-
-before(async () => {
-  redis = await startRedis()
-  nodes = await startNodes(3, { redis: redis.url })
-})
-
-after(async () => {
-  await stopAll(nodes)
-  await stopRedis(redis)
-})
+const nodes = clusterOnRedis(3)
 
 test('kill -9 of a node under QoS 1 persistent traffic: no PUBACKed message is lost', async (t) => {
   // The victim first: both clients start on it and fail over to the others.

@@ -3,7 +3,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
+import { before, after } from 'node:test'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
+import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
 
 /* Shared by the cluster tests: nodes on one Redis, a secret file, event-driven waits. */
 
@@ -131,4 +133,22 @@ export async function connectCollecting(node: RunningFleetmq | string, options: 
 /** The next `event` of an MQTT.js client (its typings are not a Node EventEmitter's). */
 export function nextEvent<T extends unknown[]>(client: MqttClient, event: 'disconnect' | 'close' | 'connect'): Promise<T> {
   return new Promise((resolve) => client.once(event, (...args: unknown[]) => resolve(args as T)))
+}
+
+/**
+ * The fixture of a file whose tests share `count` nodes on one fresh Redis: registers the before
+ * and after hooks and returns the array, filled before the first test runs.
+ */
+export function clusterOnRedis(count: number): RunningFleetmq[] {
+  const nodes: RunningFleetmq[] = []
+  let redis: RedisServer | undefined
+  before(async () => {
+    redis = await startRedis()
+    nodes.push(...(await startNodes(count, { redis: redis.url })))
+  })
+  after(async () => {
+    await stopAll(nodes)
+    if (redis) await stopRedis(redis)
+  })
+  return nodes
 }

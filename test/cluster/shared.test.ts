@@ -1,9 +1,7 @@
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { rawConnect } from '../helpers/raw-mqtt.js'
-import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { collect, connect, startNodes, stopAll, waitUntil } from './nodes.js'
+import { collect, connect, clusterOnRedis, waitUntil } from './nodes.js'
 
 /*
  * Shared subscriptions across the cluster [MQTT-4.8.2]: each message reaches exactly one member
@@ -11,18 +9,7 @@ import { collect, connect, startNodes, stopAll, waitUntil } from './nodes.js'
  * unacknowledged QoS 1 messages sent to another member, on another node.
  */
 
-let redis: RedisServer
-let nodes: RunningFleetmq[]
-
-before(async () => {
-  redis = await startRedis()
-  nodes = await startNodes(3, { redis: redis.url })
-})
-
-after(async () => {
-  await stopAll(nodes)
-  await stopRedis(redis)
-})
+const nodes = clusterOnRedis(3)
 
 /** Membership changes travel over Redis pub/sub to the other nodes' caches. */
 const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 700))
