@@ -22,8 +22,12 @@ import { groupKey, type SharedTopic } from './topic.js'
  * Membership lives in Redis (`fleetmq:<cluster>:shared:<group>/<filter>`, a hash client id →
  * member with its node; `fleetmq:<cluster>:shared-groups`, the set of groups) and is cached on
  * every node; a change is announced on the channel `fleetmq:<cluster>:shared-events` and every
- * node reloads that group. While a change travels (milliseconds), two nodes may briefly disagree:
- * a message in that window can reach two members or none.
+ * node reloads that group, then acknowledges on `fleetmq:<cluster>:shared-acks`. A join resolves
+ * (so SUBACK is sent) only when every node that received the announcement (Redis tells how many
+ * did) has reloaded the group, or after CHANGE_ACK_TIMEOUT_MS: a message published after the
+ * SUBACK reaches the group by the same choice on every node. Nodes can still disagree for messages
+ * in flight while a change travels (a leave, which aedes acknowledges before it reaches us, or a
+ * join's own window) and during a Redis outage: such a message can reach two members or none.
  *
  * Unacknowledged QoS 1/2 messages of a member that disconnected are handed to the node of the
  * member chosen next, on the channel `fleetmq:<cluster>:shared-handoff`.
@@ -44,7 +48,16 @@ export interface RedisSharedSubscriptionGroups extends SharedSubscriptionGroups 
   close(): Promise<void>
 }
 
-interface Event { readonly group: string; readonly from: string }
+interface Event { readonly group: string; readonly from: string; readonly id: number }
+interface Ack { readonly to: string; readonly id: number }
+
+/** KEYS: the group's hash, the set of groups; ARGV: client id, group key. */
+const LEAVE_SCRIPT = `redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return 1`
+
+/** How long a membership change waits for the other nodes to reload the group (a node that is slow or gone must not hold SUBACK for long). */
+const CHANGE_ACK_TIMEOUT_MS = 3_000
 interface HandOff { readonly to: string; readonly topic: SharedTopic; readonly packet: unknown; readonly exclude: string[] }
 
 const reviveBuffers = (_key: string, value: unknown): unknown =>
@@ -59,6 +72,7 @@ export function createRedisSharedGroups(options: { redis: Redis; cluster: string
   const groupsKey = `${prefix}-groups`
   const eventsChannel = `${prefix}-events`
   const handoffChannel = `${prefix}-handoff`
+  const acksChannel = `${prefix}-acks`
   const hashKey = (key: string): string => `${prefix}:${key}`
   /** group key → topic and members sorted by client id. */
   const cache = new Map<string, { topic: SharedTopic; members: ClusterMember[] }>()
@@ -76,8 +90,45 @@ export function createRedisSharedGroups(options: { redis: Redis; cluster: string
     const all = await redis.hgetall(hashKey(key))
     store(key, Object.values(all).map((v) => JSON.parse(v) as ClusterMember))
   }
+  /** Announcements of this node waiting for acknowledgements, by event id. */
+  const waiting = new Map<number, { acks: number; due?: number; done: () => void }>()
+  let nextEventId = 0
+  const settle = (id: number): void => {
+    const entry = waiting.get(id)
+    if (entry?.due !== undefined && entry.acks >= entry.due) {
+      waiting.delete(id)
+      entry.done()
+    }
+  }
   const announce = async (key: string): Promise<void> => {
-    await redis.publish(eventsChannel, JSON.stringify({ group: key, from: nodeId } satisfies Event))
+    const id = ++nextEventId
+    let timer: NodeJS.Timeout | undefined
+    const confirmed = new Promise<void>((resolve) => waiting.set(id, { acks: 0, done: resolve }))
+    try {
+      // PUBLISH answers with the number of subscribers that got the event, this node's own included.
+      const receivers = await redis.publish(eventsChannel, JSON.stringify({ group: key, from: nodeId, id } satisfies Event))
+      const entry = waiting.get(id)
+      if (entry === undefined) return
+      entry.due = Math.max(0, receivers - 1)
+      settle(id)
+      timer = setTimeout(() => {
+        const late = waiting.get(id)
+        if (late === undefined) return
+        waiting.delete(id)
+        log.warn({ group: key, confirmed: late.acks, expected: late.due }, `shared groups: not every node confirmed the change to ${key} within ${CHANGE_ACK_TIMEOUT_MS} ms; going on`)
+        late.done()
+      }, CHANGE_ACK_TIMEOUT_MS)
+      await confirmed
+    } finally {
+      clearTimeout(timer)
+      waiting.delete(id)
+    }
+  }
+  const acknowledge = (id: number): void => {
+    const entry = waiting.get(id)
+    if (entry === undefined) return
+    entry.acks += 1
+    settle(id)
   }
 
   const sub = redis.duplicate({ connectionName: 'fleetmq-shared-groups' })
@@ -86,7 +137,13 @@ export function createRedisSharedGroups(options: { redis: Redis; cluster: string
     try {
       if (channel === eventsChannel) {
         const event = JSON.parse(text) as Event
-        if (event.from !== nodeId) load(event.group).catch((err: Error) => log.warn({ err }, `shared groups: could not reload ${event.group}`))
+        if (event.from === nodeId) return
+        load(event.group)
+          .then(() => redis.publish(acksChannel, JSON.stringify({ to: event.from, id: event.id } satisfies Ack)))
+          .catch((err: Error) => log.warn({ err }, `shared groups: could not reload ${event.group}`))
+      } else if (channel === acksChannel) {
+        const ack = JSON.parse(text) as Ack
+        if (ack.to === nodeId) acknowledge(ack.id)
       } else if (channel === handoffChannel) {
         const h = JSON.parse(text, reviveBuffers) as HandOff
         if (h.to === nodeId) handOffHandler?.(h.topic, h.packet as AedesPublishPacket, new Set(h.exclude))
@@ -102,10 +159,17 @@ export function createRedisSharedGroups(options: { redis: Redis; cluster: string
     await Promise.all(keys.map(load))
   }
   sub.on('ready', () => { loadAll().catch((err: Error) => log.warn({ err }, 'shared groups: could not load the groups')) })
-  const ready = sub.subscribe(eventsChannel, handoffChannel).then(loadAll).catch((err: Error) => log.warn({ err }, 'shared groups: could not subscribe to the cluster channels'))
+  const ready = sub.subscribe(eventsChannel, handoffChannel, acksChannel).then(loadAll).catch((err: Error) => log.warn({ err }, 'shared groups: could not subscribe to the cluster channels'))
 
+  /*
+   * After its own write a node reloads the group itself: a reload another node's announcement
+   * triggered may have been sent (on this same connection) just before the write and would
+   * otherwise leave this node's cache without its own member, for good. Commands on one
+   * connection run in order, so the last reload sent sees every write sent before it.
+   */
   const put = async (key: string, member: ClusterMember): Promise<void> => {
     await redis.multi().hset(hashKey(key), member.clientId, JSON.stringify(member)).sadd(groupsKey, key).exec()
+    await load(key)
     await announce(key)
   }
   const ownsAny = (key: string): boolean => cache.get(key)?.members.some((m) => m.node === nodeId) ?? false
@@ -125,8 +189,9 @@ export function createRedisSharedGroups(options: { redis: Redis; cluster: string
       await ready
       const key = groupKey(topic)
       store(key, (cache.get(key)?.members ?? []).filter((m) => m.clientId !== clientId))
-      await redis.hdel(hashKey(key), clientId)
-      if ((await redis.hlen(hashKey(key))) === 0) await redis.srem(groupsKey, key)
+      // One step, so that a member another node adds meanwhile never sits in a group missing from the set.
+      await redis.eval(LEAVE_SCRIPT, 2, hashKey(key), groupsKey, clientId, key)
+      await load(key)
       await announce(key)
       return !ownsAny(key)
     },
