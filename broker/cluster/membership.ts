@@ -115,12 +115,19 @@ export function createMembership(options: MembershipOptions): Membership {
   const tick = (): void => {
     beat().catch((err: Error) => log.debug({ err }, 'membership heartbeat failed'))
   }
+  const onReady = (): void => {
+    if (timer !== undefined) tick()
+  }
 
   return {
     async start() {
       await beat().catch((err: Error) => log.warn({ err }, 'first membership heartbeat failed; retrying every interval'))
       timer = setInterval(tick, options.heartbeatInterval * 1000)
       timer.unref()
+      // Beat as soon as Redis is back (after an outage or a Sentinel failover, whose new primary
+      // may lack the last heartbeats) rather than up to an interval later: other nodes would
+      // otherwise see this node down for that long.
+      redis.on('ready', onReady)
     },
     async nodes() {
       const now = Date.now()
@@ -147,6 +154,7 @@ export function createMembership(options: MembershipOptions): Membership {
     async leave() {
       if (timer) clearInterval(timer)
       timer = undefined
+      redis.off('ready', onReady)
       state = 'left'
       record = build()
       await redis.hset(key, nodeId, JSON.stringify(record))
@@ -154,6 +162,7 @@ export function createMembership(options: MembershipOptions): Membership {
     stop() {
       if (timer) clearInterval(timer)
       timer = undefined
+      redis.off('ready', onReady)
     },
   }
 }
