@@ -1,4 +1,3 @@
-import net from 'node:net'
 import http from 'node:http'
 import https from 'node:https'
 import type { Duplex } from 'node:stream'
@@ -6,14 +5,13 @@ import type tls from 'node:tls'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import type { ListenerConfig, TlsConfig } from '../config/schema.js'
 import { recordConnectionInfo } from '../connection-info.js'
-import { acceptConnections, PeerTable } from './accept.js'
-import { bind, listenerName, stopListening, type BoundListener, type ListenerContext } from './common.js'
+import { listenerName, type BoundListener, type ListenerContext } from './common.js'
+import { listenThrough } from './inner-server.js'
 import { loadTlsMaterial, tlsServerOptions, verifiedCommonName } from './tls-material.js'
 
 /*
- * `ws` and `wss`: MQTT over WebSocket at one path (`/mqtt` by default). As for mqtts, a plain TCP
- * server accepts the connection and reads the PROXY header, which precedes the HTTP request, then
- * injects the socket into an HTTP(S) server that never listens itself.
+ * `ws` and `wss`: MQTT over WebSocket at one path (`/mqtt` by default), through an HTTP(S) server
+ * that gets its sockets from `listenThrough` (which reads the PROXY header first).
  */
 
 /** MQTT over WebSocket subprotocol names, newest first (3.1 clients offer `mqttv3.1`). */
@@ -30,7 +28,6 @@ export async function startWebSocketListener(config: ListenerConfig, ctx: Listen
   const httpServer = tlsConfig ? https.createServer(tlsServerOptions(name, tlsConfig, timeoutMs)) : http.createServer()
   httpServer.headersTimeout = timeoutMs
   httpServer.requestTimeout = timeoutMs
-  const peers = new PeerTable()
   const notHere = `MQTT over WebSocket is served at ${config.path}\n`
 
   httpServer.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -50,7 +47,7 @@ export async function startWebSocketListener(config: ListenerConfig, ctx: Listen
   })
 
   httpServer.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    const peer = peers.get(req.socket)
+    const peer = outer.peerOf(req.socket)
     if (!peer) {
       socket.destroy()
       return
@@ -73,32 +70,19 @@ export async function startWebSocketListener(config: ListenerConfig, ctx: Listen
     })
   })
 
-  if (tlsConfig) {
-    httpServer.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      const peer = peers.get(socket)
-      ctx.log.debug({ listener: name, remoteAddress: peer?.remoteAddress, remotePort: peer?.remotePort }, `${name}: TLS handshake failed: ${err.message}`)
-    })
-  }
-
-  const server = net.createServer()
-  const acceptor = acceptConnections(server, config, ctx, (socket, peer) => {
-    peers.set(socket, peer)
-    httpServer.emit('connection', socket)
-  })
-  const port = await bind(server, config)
+  const outer = await listenThrough(httpServer, config, ctx, tlsConfig !== undefined)
   return {
     name,
     type: config.type,
     host: config.host,
-    port,
+    port: outer.port,
     secure: tlsConfig !== undefined,
     async reload() {
       if (tlsConfig) (httpServer as https.Server).setSecureContext(loadTlsMaterial(name, tlsConfig))
     },
     close() {
-      acceptor.close()
       wss.close()
-      return stopListening(server)
+      return outer.close()
     },
   }
 }
