@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
+import { subackCodes, pubackCode } from '../helpers/mqtt-client.js'
 
 const ALICE = { username: 'alice', password: 'alice-secret-1', admin: true }
 const BOB = { username: 'bob', password: 'bob-secret-22' }
@@ -35,27 +36,6 @@ const connect = (user: { username: string; password: string }, options: IClientO
   mqtt.connectAsync(`mqtt://127.0.0.1:${broker.ports.mqtt}`, {
     reconnectPeriod: 0, protocolVersion: 5, username: user.username, password: user.password, ...options,
   })
-
-/** SUBACK return codes, including refused ones (MQTT.js rejects the promise when one is refused). */
-async function subackCodes(client: MqttClient, topics: string[]): Promise<number[]> {
-  try {
-    return (await client.subscribeAsync(topics, { qos: 1 })).map((g) => g.qos)
-  } catch (err) {
-    const packet = (err as { packet?: { granted: number[] } }).packet
-    if (!packet) throw err
-    return packet.granted
-  }
-}
-
-/** The PUBACK (QoS 1) or PUBREC (QoS 2) reason code of a publish (0 = success). */
-async function pubackCode(client: MqttClient, topic: string, payload: string, qos: 1 | 2 = 1): Promise<number> {
-  try {
-    await client.publishAsync(topic, payload, { qos })
-    return 0
-  } catch (err) {
-    return (err as { code: number }).code
-  }
-}
 
 /** Collects the messages a subscriber receives, in order. */
 function inbox(client: MqttClient): { messages: string[]; next(): Promise<string> } {

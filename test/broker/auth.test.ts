@@ -1,24 +1,16 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { runCli, startFleetmq } from '../helpers/fleetmq.js'
 import { makeCertificates, makeClientCertificate } from '../helpers/tls.js'
+import { subackCodes } from '../helpers/mqtt-client.js'
+import { runProgram as run } from '../helpers/program.js'
 
 const ALICE = { username: 'alice', password: 'alice-secret-1', admin: true }
 const BOB = { username: 'bob', password: 'bob-secret-22' }
-
-/** Runs a program; resolves with its exit code and output (never rejects on a non-zero exit). */
-function run(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(file, args, { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-    })
-  })
-}
 
 const connect = (port: number, options: IClientOptions): Promise<MqttClient> =>
   mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, connectTimeout: 10_000, ...options })
@@ -32,17 +24,6 @@ async function refusal(port: number, options: IClientOptions): Promise<number> {
     return (err as { code: number }).code
   }
   throw new Error(`the connection with ${JSON.stringify({ ...options, password: '…' })} was accepted`)
-}
-
-/** SUBACK return codes, including refused ones (MQTT.js rejects the promise when one is refused). */
-async function subackCodes(client: MqttClient, topics: string[]): Promise<number[]> {
-  try {
-    return (await client.subscribeAsync(topics, { qos: 1 })).map((g) => g.qos)
-  } catch (err) {
-    const packet = (err as { packet?: { granted: number[] } }).packet
-    if (!packet) throw err
-    return packet.granted
-  }
 }
 
 test('users added with fleetmq user add connect with their password; wrong or missing credentials are refused with 4 / 0x86, anonymous with 5 / 0x87', async () => {

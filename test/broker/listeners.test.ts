@@ -1,6 +1,5 @@
 import { test, before } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +10,7 @@ import { stringify as toYaml } from 'yaml'
 import { runCli, startFleetmq } from '../helpers/fleetmq.js'
 import { makeCertificates, makeClientCertificate, type Certificates } from '../helpers/tls.js'
 import { connectOnce } from '../helpers/mqtt-client.js'
+import { runProgram as run } from '../helpers/program.js'
 
 let dir: string
 let certs: Certificates
@@ -29,14 +29,6 @@ async function roundTrip(sub: MqttClient, pub: MqttClient, topic: string): Promi
   const received = new Promise<string>((resolve) => sub.on('message', (t, p) => { if (t === topic) resolve(p.toString()) }))
   await pub.publishAsync(topic, `hello ${topic}`, { qos: 1 })
   assert.equal(await received, `hello ${topic}`)
-}
-
-function run(command: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(command, args, { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr })
-    })
-  })
 }
 
 function peerFingerprint(port: number, ca: string): Promise<string> {

@@ -16,3 +16,24 @@ export function connectOnce(url: string, options: IClientOptions = {}): Promise<
     client.once('close', () => fail())
   })
 }
+
+/** SUBACK return codes, including refused ones (MQTT.js rejects the promise when one is refused). */
+export async function subackCodes(client: MqttClient, topics: string[], qos: 0 | 1 | 2 = 1): Promise<number[]> {
+  try {
+    return (await client.subscribeAsync(topics, { qos })).map((g) => g.qos)
+  } catch (err) {
+    const packet = (err as { packet?: { granted: number[] } }).packet
+    if (!packet) throw err
+    return packet.granted
+  }
+}
+
+/** The PUBACK (QoS 1) or PUBREC (QoS 2) reason code of a publish (0 = success). */
+export async function pubackCode(client: MqttClient, topic: string, payload: string, qos: 1 | 2 = 1): Promise<number> {
+  try {
+    await client.publishAsync(topic, payload, { qos })
+    return 0
+  } catch (err) {
+    return (err as { code: number }).code
+  }
+}
