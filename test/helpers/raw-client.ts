@@ -19,9 +19,13 @@ export interface RawClient {
   /** Writes bytes as they are. */
   sendRaw(bytes: Buffer): void
   /** Resolves with the first received packet (already received or later) that matches. */
+  waitForPacket<T extends Packet = Packet>(match: (packet: Packet) => boolean, timeoutMs?: number): Promise<T>
+  /** Resolves with the first received packet of this type (already received or later) that matches. */
   waitFor<C extends Packet['cmd']>(cmd: C, match?: (packet: Extract<Packet, { cmd: C }>) => boolean, timeoutMs?: number): Promise<Extract<Packet, { cmd: C }>>
   /** Resolves once the broker closed the connection (or it was destroyed). */
   closed(timeoutMs?: number): Promise<void>
+  /** Resolves when the connection closes, however long that takes. */
+  readonly whenClosed: Promise<void>
   /** CONNECT and wait for the CONNACK. */
   connect(options?: Partial<Extract<Packet, { cmd: 'connect' }>>): Promise<Extract<Packet, { cmd: 'connack' }>>
   /** Stops reading from the socket: the broker's writes pile up in its buffers. */
@@ -56,25 +60,29 @@ export async function rawClient(port: number, protocolVersion: ProtocolVersion =
   const client: RawClient = {
     socket,
     received,
+    whenClosed: isClosed,
     send(packet) {
       socket.write(encode(packet, protocolVersion))
     },
     sendRaw(bytes) {
       socket.write(bytes)
     },
-    waitFor(cmd, match = () => true, timeoutMs = 10_000) {
-      type P = Extract<Packet, { cmd: typeof cmd }>
-      const test = (p: Packet): boolean => p.cmd === cmd && match(p as P)
+    waitForPacket<T extends Packet>(test: (p: Packet) => boolean, timeoutMs = 10_000): Promise<T> {
       const seen = received.find(test)
-      if (seen) return Promise.resolve(seen as P)
-      return new Promise<P>((resolve, reject) => {
+      if (seen) return Promise.resolve(seen as T)
+      return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           waiters.splice(waiters.indexOf(waiter), 1)
-          reject(new Error(`no ${cmd} within ${timeoutMs} ms; received: ${received.map((p) => p.cmd).join(', ') || 'nothing'}`))
+          reject(new Error(`no matching packet within ${timeoutMs} ms; received: ${received.map((p) => p.cmd).join(', ') || 'nothing'}`))
         }, timeoutMs)
-        const waiter = { match: test, resolve: (p: Packet) => { clearTimeout(timer); resolve(p as P) } }
+        const waiter = { match: test, resolve: (p: Packet) => { clearTimeout(timer); resolve(p as T) } }
         waiters.push(waiter)
       })
+    },
+    waitFor(cmd, match = () => true, timeoutMs = 10_000) {
+      type P = Extract<Packet, { cmd: typeof cmd }>
+      return client.waitForPacket<P>((p) => p.cmd === cmd && match(p as P), timeoutMs)
+        .catch((err: Error) => { throw new Error(err.message.replace('no matching packet', `no ${cmd}`)) })
     },
     closed(timeoutMs = 10_000) {
       return new Promise<void>((resolve, reject) => {
@@ -83,7 +91,7 @@ export async function rawClient(port: number, protocolVersion: ProtocolVersion =
       })
     },
     async connect(options = {}) {
-      client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion, clientId: `raw-${process.pid}-${Math.random().toString(16).slice(2, 10)}`, clean: true, keepalive: 60, ...options } as Packet)
+      client.send({ cmd: 'connect', protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT', protocolVersion, clientId: `raw-${process.pid}-${Math.random().toString(16).slice(2, 10)}`, clean: true, keepalive: 60, ...options } as Packet)
       return client.waitFor('connack')
     },
     stopReading() {
