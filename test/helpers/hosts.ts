@@ -21,7 +21,7 @@ import { connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { containerPid1 } from '../../images/container.js'
+import { containerPid1, stopContainer } from '../../images/container.js'
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..')
 const CACHE_DIR = join(REPO_ROOT, '.cache')
@@ -384,32 +384,16 @@ export async function bootHost(network: HostNetwork, name: string, options: Boot
     `--network-namespace-path=/run/netns/${namespace}`, '--console=passive',
   ], { stdio: ['ignore', consoleFd, consoleFd] })
   let exited = false
-  const exit = once(nspawn, 'exit').then(() => { exited = true })
+  nspawn.once('exit', () => { exited = true })
 
-  const alive = (pid: number): boolean => {
-    try { process.kill(pid, 0); return true } catch { return false }
-  }
   const teardown = async (pid1: number | undefined): Promise<void> => {
-    if (!exited && pid1 !== undefined) {
-      // systemd halts on SIGRTMIN+3, as machinectl asks it to. Node knows no real-time signal
-      // names: glibc's SIGRTMIN is 34, so the number is 37.
-      try { process.kill(pid1, 37) } catch { /* already gone */ }
-      await Promise.race([exit, sleep(20_000)])
-    }
-    // A container that does not halt is killed whole: SIGKILL to its PID 1 ends its PID namespace.
-    // Killing only nspawn would orphan the container, still on the bridge.
-    if (pid1 !== undefined && alive(pid1)) {
-      process.kill(pid1, 'SIGKILL')
-      for (let i = 0; i < 100 && alive(pid1); i++) await sleep(100)
-    }
-    if (!exited && nspawn.pid !== undefined) {
-      nspawn.kill('SIGKILL')
-      await exit
-    }
+    // Halt, else kill the container whole (images/container.ts); the host's filesystem and
+    // namespace go even when that fails, and the failure is reported after.
+    const stopped = await stopContainer({ pid1: pid1 ?? 0, nspawn, machine, haltTimeoutMs: 20_000 }).then(() => undefined, (err: Error) => err)
     if (overlay) await run('umount', [hostRoot], { allowFailure: true })
     await run('ip', ['netns', 'del', namespace], { allowFailure: true })
-    rmSync(`/run/systemd/nspawn/propagate/${machine}`, { recursive: true, force: true })
     rmSync(base, { recursive: true, force: true })
+    if (stopped) throw stopped
   }
 
   let pid1: number | undefined
