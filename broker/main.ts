@@ -47,7 +47,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })
   // MQTT 5.0 gaps and shared subscriptions after the ACL: a subscription it refuses joins no group.
-  const features = [cluster.guard, limits, auth, aclFeature(config, log), mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
+  const features = [cluster.guard, limits, auth, aclFeature(config, log), mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
   const node = await startNode({
     config,
     log,

@@ -24,6 +24,12 @@ export const DEFAULTS = Object.freeze({
     maxPacketSize: 1_048_576,
     /** Unacknowledged QoS 1/2 messages the broker sends a client before waiting (Receive Maximum of the broker side). */
     maxInflight: 100,
+    /**
+     * QoS 1/2 PUBLISH packets a 5.0 client may have unacknowledged towards this node, count
+     * (QoS 2 until the node sends PUBCOMP). Advertised in CONNACK as Receive Maximum; a client
+     * that sends more is disconnected with 0x93. 3.1.1 has no such limit.
+     */
+    receiveMaximum: 100,
     /** QoS 1/2 messages queued for a subscriber while it is slow (see slowConsumerBytes) before it is disconnected, count (0 = no limit). */
     maxQueued: 1_000,
     /** Bytes buffered for a slow subscriber before its QoS 0 messages are dropped. */

@@ -112,6 +112,7 @@ const limitsSchema = z.strictObject({
   maxConnections: count.default(DEFAULTS.limits.maxConnections),
   maxPacketSize: z.number().int().min(64).max(268_435_455).default(DEFAULTS.limits.maxPacketSize),
   maxInflight: z.number().int().min(1).max(65_535).default(DEFAULTS.limits.maxInflight),
+  receiveMaximum: z.number().int().min(1).max(65_535).default(DEFAULTS.limits.receiveMaximum),
   maxQueued: count.default(DEFAULTS.limits.maxQueued),
   slowConsumerBytes: z.number().int().min(1_024).default(DEFAULTS.limits.slowConsumerBytes),
   stuckConsumerBytes: z.number().int().min(1_024).default(DEFAULTS.limits.stuckConsumerBytes),

@@ -9,6 +9,7 @@ import type { LimitName, Metrics } from '../mgmt/metrics.js'
 import { ConnectRefusal, disconnectClient, REASON, RETURN_CODE } from './refuse.js'
 import { TokenBucket } from './token-bucket.js'
 import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-errors.js'
+import { installTopicLimits } from './topic-limits.js'
 
 /*
  * Limits that protect the node. Each refusal answers with the protocol's reason code, logs why
@@ -24,11 +25,16 @@ import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-err
  * - client identifier length: 0x85 Client Identifier not valid / 2 Identifier rejected
  *   [MQTT-3.1.3-8]
  * - topic names longer than maxTopicLength: DISCONNECT 0x90 Topic Name invalid (5.0) or a
- *   closed connection (3.1.1) [MQTT-3.3.2]; topic filters: the SUBACK refuses that subscription
+ *   closed connection (3.1.1) [MQTT-3.3.2]; with more than maxTopicLevels levels: the same
+ *   (topic-limits.ts); topic filters over either limit: SUBACK 0x8F Topic Filter invalid (5.0)
+ *   or 0x80 (3.1.1) for that filter (topic-limits.ts)
+ * - more QoS 1/2 PUBLISH packets unacknowledged than limits.receiveMaximum (5.0): DISCONNECT
+ *   0x93 (mqtt/receive-maximum.ts counts, `receiveMaximumExceeded` ends the client)
  * - slow and stuck consumers (see `forwardVerdict`)
  */
 
 type Limits = Config['limits']
+
 
 /** What the node does with a delivery to a client, given the bytes waiting in its socket. */
 export type ForwardVerdict = 'send' | 'drop' | 'disconnect'
@@ -117,6 +123,11 @@ export interface LimitsFeature extends Feature {
    * (mqtt/flow-control.ts): it stopped acknowledging. Counted, logged, DISCONNECT 0x97.
    */
   queueFull(client: Client, queued: number): void
+  /**
+   * A 5.0 client with more QoS 1/2 PUBLISH packets unacknowledged than `limits.receiveMaximum`
+   * (mqtt/receive-maximum.ts). Counted, logged, DISCONNECT 0x93 Receive Maximum exceeded.
+   */
+  receiveMaximumExceeded(client: Client, unacknowledged: number): void
 }
 
 export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): LimitsFeature {
@@ -150,10 +161,29 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
     throw new ConnectRefusal(reasonCode, returnCode, message)
   }
 
+  const removeTopicLimits = installTopicLimits({
+    maxTopicLength: limits.maxTopicLength,
+    maxTopicLevels: limits.maxTopicLevels,
+    refusedFilter(client, filter, limit, message) {
+      hit(limit, { clientId: client.id, topic: filter.slice(0, 64) }, `refused a subscription of ${client.id}: ${message}`)
+    },
+  })
+
   return {
     name: 'limits',
 
     connections: () => open,
+
+    receiveMaximumExceeded(client, unacknowledged) {
+      const message = `${unacknowledged} QoS 1/2 PUBLISH packets unacknowledged, the Receive Maximum is ${limits.receiveMaximum} (limits.receiveMaximum)`
+      hit('receiveMaximum', { clientId: client.id, remoteAddress: connectionInfo(client)?.remoteAddress, unacknowledged }, `disconnected ${client.id}: ${message}`)
+      // 0x93 Receive Maximum exceeded (§3.3.4, §4.9).
+      disconnectClient(client, REASON.RECEIVE_MAXIMUM_EXCEEDED, message)
+    },
+
+    close() {
+      removeTopicLimits()
+    },
 
     queueFull(client, queued) {
       const message = `${queued} QoS 1/2 messages waiting for acknowledgements (limits.maxInflight ${limits.maxInflight} in flight), limits.maxQueued is ${limits.maxQueued}`
@@ -167,6 +197,12 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
       // aedes rejects an oversized packet itself: DISCONNECT 0x95 Packet too large to a connected
       // 5.0 client, a closed connection otherwise [MQTT-3.2.2-15]; the error carries the sizes.
       const onError = (client: Client, err: Error & { size?: number; maximumPacketSize?: number }): void => {
+        if (err.message === 'topic has too many levels') {
+          // aedes' own check on a PUBLISH; 5.0 clients were sent DISCONNECT 0x90 (topic-limits.ts).
+          hit('maxTopicLevels', { clientId: client.id ?? undefined, remoteAddress: connectionInfo(client)?.remoteAddress },
+            `disconnected ${client.id ?? 'a client'}: topic name with more than ${limits.maxTopicLevels} levels (limits.maxTopicLevels)`)
+          return
+        }
         if (err.message !== 'packet too large') return
         const info = connectionInfo(client)
         hit('maxPacketSize', { clientId: client.id ?? undefined, remoteAddress: info?.remoteAddress, size: err.size },
@@ -247,13 +283,8 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
         disconnectClient(client, MALFORMED_PACKET, 'a topic filter is not valid UTF-8 [MQTT-1.5.4-1]')
         return null
       }
-      const length = utf8Length(sub.topic)
-      if (length <= limits.maxTopicLength) return sub
-      hit('maxTopicLength', { clientId: client.id, topic: sub.topic.slice(0, 64) },
-        `refused a subscription of ${client.id}: topic filter of ${length} bytes is longer than ${limits.maxTopicLength} (limits.maxTopicLength)`)
-      // aedes answers a denied subscription with SUBACK 0x87 (5.0) / 0x80 (3.1.1); 0x8F Topic
-      // Filter invalid would be exact but aedes offers no hook to choose it.
-      return null
+      // Filters over maxTopicLength or maxTopicLevels never get here: topic-limits.ts answers them.
+      return sub
     },
 
     authorizeForward(client: Client, packet: AedesPublishPacket) {

@@ -1,6 +1,6 @@
 import type { Client } from 'aedes'
 import type { EventEmitter } from 'node:events'
-import { sendDisconnect } from './refuse.js'
+import { disconnectClient, sendDisconnect } from './refuse.js'
 
 /*
  * Telling a 5.0 client why its connection ends on bad input. aedes closes the connection on a
@@ -8,6 +8,7 @@ import { sendDisconnect } from './refuse.js'
  * the 5.0 spec lets the server send DISCONNECT with a reason code before closing [MQTT-4.13.1-1],
  * [MQTT-4.13.2-1]. These listeners run before aedes' own (prepended on the packet parser), write
  * the DISCONNECT, and leave the closing to aedes. 3.1.1 has no server DISCONNECT: nothing to add.
+ * One error aedes lets through is ended here: a client PUBLISH with a Subscription Identifier.
  */
 
 export const MALFORMED_PACKET = 0x81
@@ -17,6 +18,7 @@ export const PACKET_TOO_LARGE = 0x95
 interface PacketLike {
   cmd: string
   topic?: string
+  properties?: { subscriptionIdentifier?: unknown }
 }
 
 const hasWildcard = (topic: string): boolean => topic.includes('+') || topic.includes('#')
@@ -41,6 +43,10 @@ export function explainProtocolErrors(client: Client): void {
       // [MQTT-3.3.2-2] A Topic Name must not contain wildcards: a rule of the protocol broken by a
       // well-formed packet, hence Protocol Error rather than Malformed Packet.
       if (packet.topic !== undefined && hasWildcard(packet.topic)) sendDisconnect(client, PROTOCOL_ERROR, `wildcard in the PUBLISH topic ${packet.topic.slice(0, 64)} [MQTT-3.3.2-2]`)
+      // [MQTT-3.3.4-6] Subscription Identifiers go from server to client only: aedes would forward
+      // this one to every subscriber. Ended here, before aedes routes the message (a Protocol
+      // Error closes the connection, §4.13.2).
+      else if (packet.properties?.subscriptionIdentifier !== undefined) disconnectClient(client, PROTOCOL_ERROR, 'a PUBLISH from a client must not carry a Subscription Identifier [MQTT-3.3.4-6]')
     } else if (packet.cmd === 'connect') {
       // [MQTT-3.1.0-2] A second CONNECT is a Protocol Error.
       sendDisconnect(client, PROTOCOL_ERROR, 'second CONNECT on one connection [MQTT-3.1.0-2]')

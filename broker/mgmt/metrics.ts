@@ -15,7 +15,7 @@ import type { Route } from './http.js'
 
 export const LIMITS = [
   'maxConnections', 'listenerMaxConnections', 'connectRate', 'keepAlive', 'maxClientIdLength',
-  'maxTopicLength', 'maxPacketSize', 'stuckConsumerBytes', 'maxQueued',
+  'maxTopicLength', 'maxTopicLevels', 'maxPacketSize', 'receiveMaximum', 'stuckConsumerBytes', 'maxQueued',
 ] as const
 export type LimitName = (typeof LIMITS)[number]
 

@@ -5,6 +5,8 @@ import type { Feature } from '../hooks.js'
 import type { Logger } from '../log.js'
 import { internals } from './aedes-internals.js'
 import { installFlowControl } from './flow-control.js'
+import { installReceiveMaximum } from './receive-maximum.js'
+import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { topicMatches } from './topic.js'
 import { tapOutbound } from './wire.js'
@@ -16,6 +18,9 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * The MQTT 5.0 behaviour aedes 2.0.0-beta.1 lacks, closed in our code (docs/protocol.md lists each
  * with its clause):
  * - outbound Receive Maximum and Maximum Packet Size (see flow-control.ts);
+ * - the node's own Receive Maximum: advertised, and 0x93 past it (see receive-maximum.ts);
+ * - every matching Subscription Identifier on a message [MQTT-3.3.4-4] (see
+ *   subscription-identifiers.ts);
  * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions too
  *   [MQTT-3.8.4-8]: aedes looks the granted QoS up by the topic name, so a QoS 2 message reached
  *   a QoS 1 `a/+` subscription at QoS 2;
@@ -53,6 +58,12 @@ export interface MqttProtocolOptions {
    * limits feature's `queueFull`: counted and logged). Without it: DISCONNECT 0x97 and a warning.
    */
   readonly onQueueFull?: (client: Client, queued: number) => void
+  /**
+   * Ends a 5.0 client with more than `limits.receiveMaximum` QoS 1/2 PUBLISH packets
+   * unacknowledged (the limits feature's `receiveMaximumExceeded`: counted and logged). Without
+   * it: DISCONNECT 0x93 and a warning.
+   */
+  readonly onReceiveMaximumExceeded?: (client: Client, unacknowledged: number) => void
 }
 
 export function mqttProtocolFeature(config: Config, log: Logger, options: MqttProtocolOptions = {}): Feature {
@@ -67,6 +78,16 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
       disconnectClient(client, REASON.QUOTA_EXCEEDED, message)
     }),
   })
+  const { receiveMaximum } = config.limits
+  const removeReceiveMaximum = installReceiveMaximum({
+    receiveMaximum,
+    onExceeded: options.onReceiveMaximumExceeded ?? ((client, unacknowledged) => {
+      const message = `${unacknowledged} QoS 1/2 PUBLISH packets unacknowledged, the Receive Maximum is ${receiveMaximum} (limits.receiveMaximum)`
+      log.warn({ clientId: client.id, limit: 'receiveMaximum' }, `disconnected ${client.id}: ${message}`)
+      disconnectClient(client, REASON.RECEIVE_MAXIMUM_EXCEEDED, message)
+    }),
+  })
+  const identifiers = subscriptionIdentifiers()
   const removeProperties = tapOutbound({ cmds: ['disconnect', 'suback'], mqtt5Only: true }, (client, packet, send) => {
     if (packet.cmd === 'disconnect') return send(withDisconnectReason(packet, config.serverReference))
     if (packet.cmd === 'suback') {
@@ -80,13 +101,19 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
   })
   return {
     name: 'mqtt-protocol',
+    authorizeSubscribe(client, sub) {
+      identifiers.subscribed(client, sub)
+      return sub
+    },
     authorizeForward(client, packet) {
+      if (client.version === 5) packet = identifiers.withAllIdentifiers(client, packet)
       if (packet.qos !== 2) return packet
       const granted = grantedQos(client, packet.topic)
       return granted === 1 ? { ...packet, qos: 1 } as AedesPublishPacket : packet
     },
     close() {
       removeFlowControl()
+      removeReceiveMaximum()
       removeProperties()
     },
   }
@@ -95,8 +122,10 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
 /** The highest QoS granted to the client's subscriptions that match the topic (aedes delivers one copy). */
 function grantedQos(client: Client, topic: string): number {
   let max = -1
-  for (const [filter, sub] of Object.entries(internals(client).subscriptions)) {
-    if (sub.qos > max && topicMatches(filter, topic)) max = sub.qos
+  const subscriptions = internals(client).subscriptions
+  for (const filter in subscriptions) {
+    const { qos } = subscriptions[filter]
+    if (qos > max && topicMatches(filter, topic)) max = qos
     if (max === 2) break
   }
   return max

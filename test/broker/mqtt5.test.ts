@@ -63,6 +63,7 @@ test('CONNACK: assigned client identifier, server keep alive, clamped session ex
   assert.equal(connack.properties?.sessionExpiryInterval, 604_800) // limits.maxSessionExpiry
   assert.equal(connack.properties?.topicAliasMaximum, 64)
   assert.equal(connack.properties?.maximumPacketSize, 1_048_576)
+  assert.equal(connack.properties?.receiveMaximum, 100) // limits.receiveMaximum [§3.2.2.3.3]
   // Absent means available [MQTT-3.2.2.3.13]; false would forbid $share subscriptions.
   assert.notEqual(connack.properties?.sharedSubscriptionAvailable, false)
   client.destroy()
@@ -164,6 +165,101 @@ test('subscription identifiers come back on matching messages, live and retained
   assert.equal(mosq.code, 0, mosq.stderr)
   assert.equal(JSON.parse(mosq.stdout).payload, 'hello')
   await pub.publishAsync(`${topic}/x`, '', { qos: 1, retain: true })
+  await Promise.all([sub.endAsync(), pub.endAsync()])
+})
+
+test('a message matching several subscriptions arrives once, with every matching identifier [MQTT-3.3.4-3, MQTT-3.3.4-4]', async () => {
+  const topic = topicOf('subids')
+  const sub = await connect5()
+  await sub.subscribeAsync(`${topic}/#`, { qos: 1, properties: { subscriptionIdentifier: 1 } })
+  await sub.subscribeAsync(`${topic}/+`, { qos: 1, properties: { subscriptionIdentifier: 2 } })
+  await sub.subscribeAsync(`${topic}/a`, { qos: 0 })
+  const received: { topic: string; ids: number[] | undefined }[] = []
+  sub.on('message', (t, _p, packet) => {
+    const ids = packet.properties?.subscriptionIdentifier
+    received.push({ topic: t, ids: ids === undefined ? undefined : [ids].flat().sort() })
+  })
+  const pub = await connect5()
+  const send = async (suffix: string): Promise<void> => {
+    const done = new Promise<void>((resolve) => sub.on('message', (t) => { if (t === `${topic}/${suffix}`) resolve() }))
+    await pub.publishAsync(`${topic}/${suffix}`, suffix, { qos: 1 })
+    await done
+  }
+  await send('a') // all three match
+  await send('a/b') // only `#`
+  await sub.unsubscribeAsync(`${topic}/+`)
+  await send('a')
+  await sub.subscribeAsync(`${topic}/#`, { qos: 1 }) // the same filter again, now without an identifier
+  await send('a')
+  await send('end')
+  assert.deepEqual(received, [
+    { topic: `${topic}/a`, ids: [1, 2] },
+    { topic: `${topic}/a/b`, ids: [1] },
+    { topic: `${topic}/a`, ids: [1] },
+    { topic: `${topic}/a`, ids: undefined },
+    { topic: `${topic}/end`, ids: undefined },
+  ], 'one copy per message, with the identifiers of the subscriptions that match it')
+  await Promise.all([sub.endAsync(), pub.endAsync()])
+})
+
+test('a resumed session keeps every identifier on its messages; a subscriber without identifiers gets none', async () => {
+  const topic = topicOf('subids-resume')
+  const clientId = id('subids-resume')
+  const session = { clientId, clean: false, properties: { sessionExpiryInterval: 60 } }
+  const first = await connect5(session)
+  await first.subscribeAsync(`${topic}/+`, { qos: 1, properties: { subscriptionIdentifier: 7 } })
+  await first.subscribeAsync(`${topic}/x`, { qos: 1, properties: { subscriptionIdentifier: 268_435_455 } })
+  await first.endAsync()
+  const resumed = await connect5({ ...session, clean: false })
+  const plain = await connect5()
+  await plain.subscribeAsync(`${topic}/+`, { qos: 1 })
+  const got = nextMessage(resumed, `${topic}/x`)
+  const gotPlain = nextMessage(plain, `${topic}/x`)
+  const pub = await connect5()
+  await pub.publishAsync(`${topic}/x`, 'x', { qos: 1 })
+  assert.deepEqual([(await got).properties?.subscriptionIdentifier].flat().sort((a, b) => Number(a) - Number(b)), [7, 268_435_455])
+  assert.equal((await gotPlain).properties?.subscriptionIdentifier, undefined)
+  await Promise.all([resumed.endAsync(), plain.endAsync(), pub.endAsync()])
+})
+
+test('mosquitto_sub with two overlapping filters gets each message once', async () => {
+  const topic = topicOf('subids-mosq')
+  // Line-buffered: the SUBACK line must reach us before we publish (a pipe is block-buffered).
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-V', 'mqttv5', '-p', String(port), '-h', '127.0.0.1', '-t', `${topic}/#`, '-t', `${topic}/a`,
+    '-D', 'subscribe', 'subscription-identifier', '5', '-q', '1', '-C', '2', '-d', '-F', 'MSG %t %p'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  const subscribed = new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { stdout += d; if (stdout.includes('received SUBACK')) resolve() }))
+  // 'close', not 'exit': it comes once stdout has been read to the end.
+  const exited = once(child, 'close')
+  const timer = setTimeout(() => child.kill('SIGTERM'), 15_000)
+  await subscribed
+  const pub = await connect5()
+  await pub.publishAsync(`${topic}/a`, 'one', { qos: 1 })
+  await pub.publishAsync(`${topic}/a`, 'two', { qos: 1 })
+  const [code] = (await exited) as [number | null]
+  clearTimeout(timer)
+  assert.equal(code, 0)
+  assert.deepEqual(stdout.split('\n').filter((l) => l.startsWith('MSG ')), [`MSG ${topic}/a one`, `MSG ${topic}/a two`], stdout)
+  await pub.endAsync()
+})
+
+test('a PUBLISH from a client with a Subscription Identifier: DISCONNECT 0x82, not routed [MQTT-3.3.4-6]', async () => {
+  const topic = topicOf('subid-from-client')
+  const sub = await connect5()
+  await sub.subscribeAsync(topic, { qos: 1 })
+  const seen: string[] = []
+  sub.on('message', (_t, p) => seen.push(p.toString()))
+  const raw = await rawConnect(port, { clientId: id('subid-pub') })
+  raw.send({ cmd: 'publish', topic, payload: Buffer.from('forged'), qos: 1, messageId: 1, retain: false, dup: false, properties: { subscriptionIdentifier: 9 } })
+  const disconnect = await raw.waitFor<IDisconnectPacket>((p) => p.cmd === 'disconnect')
+  assert.equal(disconnect.reasonCode, 0x82)
+  assert.match(String(disconnect.properties?.reasonString), /MQTT-3\.3\.4-6/)
+  await raw.closed
+  const after = nextMessage(sub, topic)
+  const pub = await connect5()
+  await pub.publishAsync(topic, 'fine', { qos: 1 })
+  assert.equal((await after).properties?.subscriptionIdentifier, undefined)
+  assert.deepEqual(seen, ['fine'])
   await Promise.all([sub.endAsync(), pub.endAsync()])
 })
 
