@@ -7,6 +7,7 @@ import { internals } from './aedes-internals.js'
 import { installFlowControl } from './flow-control.js'
 import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
+import { installSubackOrder } from './suback-order.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { topicMatches } from './topic.js'
 import { tapOutbound } from './wire.js'
@@ -21,6 +22,7 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * - the node's own Receive Maximum: advertised, and 0x93 past it (see receive-maximum.ts);
  * - every matching Subscription Identifier on a message [MQTT-3.3.4-4] (see
  *   subscription-identifiers.ts);
+ * - one SUBACK entry per filter, in the SUBSCRIBE's order [MQTT-3.9.3-1] (see suback-order.ts);
  * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions too
  *   [MQTT-3.8.4-8]: aedes looks the granted QoS up by the topic name, so a QoS 2 message reached
  *   a QoS 1 `a/+` subscription at QoS 2;
@@ -88,6 +90,7 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     }),
   })
   const identifiers = subscriptionIdentifiers()
+  const removeSubackOrder = installSubackOrder()
   const removeProperties = tapOutbound({ cmds: ['disconnect', 'suback'], mqtt5Only: true }, (client, packet, send) => {
     if (packet.cmd === 'disconnect') return send(withDisconnectReason(packet, config.serverReference))
     if (packet.cmd === 'suback') {
@@ -114,6 +117,7 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     close() {
       removeFlowControl()
       removeReceiveMaximum()
+      removeSubackOrder()
       removeProperties()
     },
   }

@@ -471,3 +471,26 @@ test('$SYS (allowed by an ACL rule): a # subscriber gets no $SYS topics; a $SYS/
     await node.stop()
   }
 })
+
+test('SUBACK has one reason code per filter in the SUBSCRIBE\'s order, with a filter named twice and integer-like filters [MQTT-3.9.3-1]', async () => {
+  const base = id('order')
+  for (const version of [4, 5] as const) {
+    const raw = await rawConnect(port, { clientId: id(`order-${version}`) }, version)
+    try {
+      // aedes alone answered 3 codes here, the integer-like filter's first.
+      raw.send({ cmd: 'subscribe', messageId: 7, subscriptions: [
+        { topic: `${base}/a`, qos: 1 }, { topic: '42', qos: 0 }, { topic: `${base}/a`, qos: 2 }, { topic: `${base}/b`, qos: 1 },
+      ] })
+      const suback = await raw.waitFor<ISubackPacket>((p) => p.cmd === 'suback' && p.messageId === 7)
+      // The second `a` replaces the first [MQTT-3.8.4-3]: both entries answer for the QoS 2 one.
+      assert.deepEqual(suback.granted, [2, 0, 2, 1], `version ${version}`)
+      const pub = await connect5()
+      await pub.publishAsync(`${base}/a`, 'x', { qos: 2 })
+      const got = await raw.waitFor<IPublishPacket>((p) => p.cmd === 'publish' && p.topic === `${base}/a`)
+      assert.equal(got.qos, 2, 'the subscription that took effect is the last one named')
+      await pub.endAsync()
+    } finally {
+      raw.destroy()
+    }
+  }
+})
