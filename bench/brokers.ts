@@ -1,6 +1,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -32,6 +33,7 @@ export interface BrokerSetup {
 const REPO = resolve(import.meta.dirname, '..')
 const FLEETMQ_BIN = join(REPO, 'bin/fleetmq.js')
 const MOSQUITTO = '/usr/sbin/mosquitto'
+const REDIS_SERVER = 'redis-server'
 /** The hard open-files limit, which bounds the idle-connection scenario (raising it takes CAP_SYS_RESOURCE). */
 export function openFilesLimit(): number {
   const out = execFileSync('bash', ['-c', 'ulimit -Hn'], { encoding: 'utf8' }).trim()
@@ -106,12 +108,29 @@ async function startProcess(name: string, cpus: string, command: string, args: r
   return child
 }
 
+/** Starts the processes `launch` starts, in order, in a temp folder; on a failure stops those already up. */
+async function startAll(prefix: string, launch: (dir: string, started: ChildProcess[]) => Promise<Pick<RunningBroker, 'publish' | 'subscribe'>>): Promise<RunningBroker> {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  const started: ChildProcess[] = []
+  const stop = async (): Promise<void> => {
+    // Nodes before the Redis they use: a node whose Redis vanished first logs an outage on its way out.
+    for (const child of [...started].reverse()) await stopProcess(child)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    const { publish, subscribe } = await launch(dir, started)
+    return { pids: started.map((c) => c.pid as number), publish, subscribe, stop }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+}
+
 /** Debian's mosquitto 2, tuned only so that it neither drops nor throttles what the bench sends. */
 export const mosquittoSetup: BrokerSetup = {
   id: 'mosquitto',
   label: 'mosquitto',
-  async start(cpus) {
-    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-bench-mosquitto-'))
+  start: (cpus) => startAll('fleetmq-bench-mosquitto-', async (dir, started) => {
     const port = await freePort()
     const config = join(dir, 'mosquitto.conf')
     writeFileSync(config, [
@@ -128,60 +147,80 @@ export const mosquittoSetup: BrokerSetup = {
       'log_dest none',
       '',
     ].join('\n'))
-    const child = await startProcess('mosquitto', cpus, MOSQUITTO, ['-c', config], port).catch((err: unknown) => {
-      rmSync(dir, { recursive: true, force: true })
-      throw err
-    })
+    started.push(await startProcess('mosquitto', cpus, MOSQUITTO, ['-c', config], port))
     const endpoint = { host: '127.0.0.1', port }
-    return {
-      pids: [child.pid as number],
-      publish: [endpoint],
-      subscribe: [endpoint],
-      async stop() {
-        await stopProcess(child)
-        rmSync(dir, { recursive: true, force: true })
-      },
-    }
-  },
+    return { publish: [endpoint], subscribe: [endpoint] }
+  }),
 }
 
-/** One FleetMQ node, started as a user starts it, with the limits that would refuse the bench lifted. */
+interface Launched {
+  readonly child: ChildProcess
+  readonly endpoint: Endpoint
+}
+
+/**
+ * One FleetMQ node, started as a user starts it, with the limits that would refuse the bench
+ * lifted; `clusterArgs` joins it to a cluster. The node's data folder is `dir`, which the caller
+ * removes.
+ */
+async function launchFleetmqNode(name: string, cpus: string, dir: string, clusterArgs: readonly string[] = []): Promise<Launched> {
+  const port = await freePort()
+  const env = {
+    // The listener is given here rather than with --mqtt so that its connectRate can be lifted:
+    // 10,000 connections in a few seconds is the point of the memory scenario.
+    FLEETMQ_LISTENERS: JSON.stringify([{ type: 'mqtt', host: '127.0.0.1', port, connectRate: 0, maxConnections: 0 }]),
+    FLEETMQ_LIMITS__MAX_CONNECTIONS: '0',
+    // The fan-in QoS 1 generator keeps up to 2,000 messages ahead of its subscriber, as mosquitto
+    // runs with max_queued_messages 0: no per-session queue bound for either broker.
+    FLEETMQ_LIMITS__MAX_QUEUED: '0',
+  }
+  mkdirSync(dir, { recursive: true })
+  const args = [FLEETMQ_BIN, 'start', '--allow-anonymous', '--mgmt', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json', '--data-dir', dir, ...clusterArgs]
+  // BENCH_FLEETMQ_NODE_ARGS: extra node flags for profiling (`--cpu-prof`, `--heapsnapshot-signal=SIGUSR2`).
+  const nodeArgs = process.env.BENCH_FLEETMQ_NODE_ARGS?.split(' ').filter(Boolean) ?? []
+  const child = await startProcess(name, cpus, process.execPath, [...nodeArgs, ...args], port, env)
+  return { child, endpoint: { host: '127.0.0.1', port } }
+}
+
+/** One FleetMQ node, standalone (state in memory). */
 export const fleetmqSetup: BrokerSetup = {
   id: 'fleetmq',
   label: 'FleetMQ',
-  async start(cpus) {
-    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-bench-node-'))
-    const port = await freePort()
-    const env = {
-      // The listener is given here rather than with --mqtt so that its connectRate can be lifted:
-      // 10,000 connections in a few seconds is the point of the memory scenario.
-      FLEETMQ_LISTENERS: JSON.stringify([{ type: 'mqtt', host: '127.0.0.1', port, connectRate: 0, maxConnections: 0 }]),
-      FLEETMQ_LIMITS__MAX_CONNECTIONS: '0',
-      // The fan-in QoS 1 generator keeps up to 2,000 messages ahead of its subscriber, as mosquitto
-      // runs with max_queued_messages 0: no per-session queue bound for either broker.
-      FLEETMQ_LIMITS__MAX_QUEUED: '0',
-    }
-    const args = [FLEETMQ_BIN, 'start', '--allow-anonymous', '--mgmt', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json', '--data-dir', dir]
-    // BENCH_FLEETMQ_NODE_ARGS: extra node flags for profiling (`--cpu-prof`, `--heapsnapshot-signal=SIGUSR2`).
-    const nodeArgs = process.env.BENCH_FLEETMQ_NODE_ARGS?.split(' ').filter(Boolean) ?? []
-    const child = await startProcess('fleetmq', cpus, process.execPath, [...nodeArgs, ...args], port, env).catch((err: unknown) => {
-      rmSync(dir, { recursive: true, force: true })
-      throw err
-    })
-    const endpoint = { host: '127.0.0.1', port }
-    return {
-      pids: [child.pid as number],
-      publish: [endpoint],
-      subscribe: [endpoint],
-      async stop() {
-        await stopProcess(child)
-        rmSync(dir, { recursive: true, force: true })
-      },
-    }
-  },
+  start: (cpus) => startAll('fleetmq-bench-node-', async (dir, started) => {
+    const node = await launchFleetmqNode('fleetmq', cpus, dir)
+    started.push(node.child)
+    return { publish: [node.endpoint], subscribe: [node.endpoint] }
+  }),
 }
 
-export const BROKER_SETUPS: readonly BrokerSetup[] = [mosquittoSetup, fleetmqSetup]
+/**
+ * Two FleetMQ nodes in a cluster on one `redis-server` (no disk persistence: PUBLISH is never
+ * written to disk anyway, and clean sessions store nothing), all three pinned to the broker
+ * cores: publishers connect to node A, subscribers to node B, so every message crosses nodes.
+ */
+export const fleetmqClusterSetup: BrokerSetup = {
+  id: 'fleetmq-cluster',
+  label: 'FleetMQ cluster',
+  start: (cpus) => startAll('fleetmq-bench-cluster-', async (dir, started) => {
+    const redisPort = await freePort()
+    const redisDir = join(dir, 'redis')
+    mkdirSync(redisDir)
+    started.push(await startProcess('redis-server', cpus, REDIS_SERVER, [
+      '--port', String(redisPort), '--bind', '127.0.0.1', '--daemonize', 'no', '--dir', redisDir,
+      '--save', '', '--appendonly', 'no', '--logfile', join(redisDir, 'redis.log'),
+    ], redisPort))
+    const secret = join(dir, 'cluster.secret')
+    writeFileSync(secret, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 })
+    const clusterArgs = ['--redis', `redis://127.0.0.1:${redisPort}`, '--cluster-secret-file', secret]
+    const a = await launchFleetmqNode('fleetmq node A', cpus, join(dir, 'node-a'), clusterArgs)
+    started.push(a.child)
+    const b = await launchFleetmqNode('fleetmq node B', cpus, join(dir, 'node-b'), clusterArgs)
+    started.push(b.child)
+    return { publish: [a.endpoint], subscribe: [b.endpoint] }
+  }),
+}
+
+export const BROKER_SETUPS: readonly BrokerSetup[] = [mosquittoSetup, fleetmqSetup, fleetmqClusterSetup]
 
 /** Resident memory of `pid`, bytes (VmRSS in /proc/PID/status). */
 export function rssBytes(pid: number): number {

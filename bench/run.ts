@@ -4,10 +4,11 @@ import { BROKER_SETUPS, openFilesLimit, type BrokerSetup } from './brokers.js'
 import { PROFILES, SCENARIOS, type Metric, type Scenario, type ScenarioRun, type Target } from './scenarios.js'
 
 /*
- * `npm run bench`: every scenario against every broker setup in the same run, each broker pinned
- * to one core and the load generator to another, each scenario several times with a fresh broker
- * (setups alternate in order between runs, so drift on a shared machine hits both), and the
- * medians compared with the first setup, the reference.
+ * `npm run bench`: every scenario against every broker setup in the same run, every broker process
+ * (both nodes and Redis for the cluster) pinned to the broker cores and the load generator to
+ * another, each scenario several times with fresh brokers (setups alternate in order between
+ * runs, so drift on a shared machine hits all), and the medians compared with the first setup,
+ * the reference, against each setup's own targets.
  */
 
 const USAGE = `usage: npm run bench -- [--quick] [--json] [--runs N] [--only SCENARIO,…] [--brokers ID,…]
@@ -60,8 +61,9 @@ interface Row {
   readonly runs: Readonly<Record<string, readonly number[]>>
   /** Candidate ÷ reference, per candidate setup. */
   readonly ratios: Readonly<Record<string, number>>
-  readonly target: string
-  /** Whether each candidate meets the target (absent without a target). */
+  /** Each candidate's target, described (`—` without one). */
+  readonly targets: Readonly<Record<string, string>>
+  /** Whether each candidate meets its target (absent without a target). */
   readonly met: Readonly<Record<string, boolean>>
 }
 
@@ -74,12 +76,15 @@ function rowFor(metric: Metric, setups: readonly BrokerSetup[], records: readonl
   }
   const [reference, ...candidates] = setups
   const ratios: Record<string, number> = {}
+  const targets: Record<string, string> = {}
   const met: Record<string, boolean> = {}
   for (const candidate of candidates) {
     ratios[candidate.id] = medians[candidate.id] / medians[reference.id]
-    if (metric.target) met[candidate.id] = meets(metric.target, metric.target.kind === 'ratio' ? ratios[candidate.id] : medians[candidate.id])
+    const target = metric.targets?.[candidate.id]
+    targets[candidate.id] = describeTarget(target, metric.unit)
+    if (target) met[candidate.id] = meets(target, target.kind === 'ratio' ? ratios[candidate.id] : medians[candidate.id])
   }
-  return { metric: metric.id, label: metric.label, unit: metric.unit, medians, runs, ratios, target: describeTarget(metric.target, metric.unit), met }
+  return { metric: metric.id, label: metric.label, unit: metric.unit, medians, runs, ratios, targets, met }
 }
 
 interface CpuCostRow {
@@ -110,15 +115,19 @@ function formatValue(value: number, unit: string): string {
   return `${value.toFixed(value < 10 ? 2 : 1)} ${unit}`
 }
 
+/** One column group per candidate (its value, ratio to the reference, its target, met?), after the reference's value. */
 function table(rows: readonly Row[], setups: readonly BrokerSetup[]): string {
-  const [, ...candidates] = setups
-  const header = ['scenario', ...setups.map((s) => s.label), ...candidates.flatMap((c) => [candidates.length > 1 ? `ratio ${c.label}` : 'ratio']), 'target', ...candidates.map((c) => (candidates.length > 1 ? `met ${c.label}?` : 'met?'))]
+  const [reference, ...candidates] = setups
+  const header = ['scenario', reference.label, ...candidates.flatMap((c) => [c.label, 'ratio', 'target', 'met?'])]
   const body = rows.map((row) => [
     row.label,
-    ...setups.map((s) => formatValue(row.medians[s.id], row.unit)),
-    ...candidates.map((c) => `${row.ratios[c.id].toFixed(2)}×`),
-    row.target,
-    ...candidates.map((c) => (c.id in row.met ? (row.met[c.id] ? 'yes' : 'NO') : '—')),
+    formatValue(row.medians[reference.id], row.unit),
+    ...candidates.flatMap((c) => [
+      formatValue(row.medians[c.id], row.unit),
+      `${row.ratios[c.id].toFixed(2)}×`,
+      row.targets[c.id],
+      c.id in row.met ? (row.met[c.id] ? 'yes' : 'NO') : '—',
+    ]),
   ])
   const widths = header.map((_, i) => Math.max(...[header, ...body].map((cells) => cells[i].length)))
   const line = (cells: readonly string[]): string => `| ${cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join(' | ')} |`

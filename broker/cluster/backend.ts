@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js'
 import type { Feature } from '../hooks.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../mgmt/metrics.js'
+import { Fanout, type FanoutStatus, type Message } from './fanout.js'
 import { createRedis, describeRedis, redisOptions } from './redis.js'
 import { listenForTakeovers } from './takeover.js'
 import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
@@ -12,7 +13,8 @@ import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
 /*
  * Where a node keeps its state. With `cluster.redis` configured: sessions, subscriptions,
  * retained messages, offline and in-flight QoS 1/2 messages and wills in Redis
- * (aedes-persistence-redis) and cross-node fan-out through Redis pub/sub (mqemitter-redis).
+ * (aedes-persistence-redis) and cross-node fan-out through Redis pub/sub, routed to the nodes with
+ * matching subscribers and batched (fanout.ts).
  * Without it: aedes' in-memory persistence and emitter, for a standalone node.
  *
  * A Redis outage or failover must never crash the node: every Redis client and `mq.state` has an
@@ -23,17 +25,7 @@ import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
 
 const require = createRequire(import.meta.url)
 
-interface RedisEmitter {
-  state: NodeJS.EventEmitter
-  on(topic: string, listener: (packet: { topic: string; payload: Buffer | string }, done: () => void) => void): unknown
-  emit(message: { topic: string; qos?: number }, done?: (err?: Error) => void): void
-  /** mqemitter's in-process emit, kept by mqemitter-redis under this name. */
-  _emit(message: { topic: string; qos?: number }, done?: (err?: Error) => void): void
-  close(done: () => void): void
-}
-
 const persistenceRedis = require('aedes-persistence-redis') as (opts: { conn: Redis }) => NonNullable<AedesOptions['persistence']>
-const mqemitterRedis = require('mqemitter-redis') as (opts: { subConn: Redis; pubConn: Redis }) => RedisEmitter
 
 export interface BackendStatus {
   readonly kind: 'memory' | 'redis'
@@ -58,6 +50,8 @@ export interface BackendStatus {
   /** Persistence operations that failed (Redis write errors such as NOREPLICAS), by operation. */
   readonly persistenceErrors: number
   readonly persistenceErrorsByOp?: Readonly<Record<string, number>>
+  /** Cross-node fan-out: route table size, messages and batches sent and received. */
+  readonly fanout?: FanoutStatus
 }
 
 export interface Backend {
@@ -144,11 +138,16 @@ export function createBackend(config: Config, log: Logger): Backend {
     })
   }
 
-  const mq = mqemitterRedis({ subConn: clients.subscribe, pubConn: clients.publish })
-  // mqemitter-redis re-emits every Redis error on `state`; with no listener the process dies.
-  mq.state.on('error', onError('mq'))
+  const mq = new Fanout({
+    pub: clients.publish,
+    sub: clients.subscribe,
+    cluster: config.cluster.name,
+    heartbeatInterval: config.cluster.heartbeatInterval,
+    onError: onError('fanout'),
+    debug: (message, fields) => log.debug(fields ?? {}, message),
+  })
   const emitThroughRedis = mq.emit.bind(mq)
-  const localEmit = mq._emit.bind(mq)
+  const localEmit = mq.emitLocal.bind(mq)
   /*
    * Overload [the cross-node path is bounded]: Redis pub/sub accepts publishes faster than a busy
    * node delivers them, and nothing in mqemitter-redis bounds its queues.
@@ -168,8 +167,8 @@ export function createBackend(config: Config, log: Logger): Backend {
     overloadDrops++
     metrics?.dropped('overload')
   }
-  const isQoS0 = (message: { topic: string; qos?: number }): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
-  const send = (message: { topic: string; qos?: number }, done?: (err?: Error) => void): void => {
+  const isQoS0 = (message: Message): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
+  const send = (message: Message, done?: (err?: Error | null) => void): void => {
     pending++
     emitThroughRedis(message, (err) => {
       pending--
@@ -177,29 +176,30 @@ export function createBackend(config: Config, log: Logger): Backend {
       done?.(err)
     })
   }
-  mq.emit = (message: { topic: string; qos?: number }, done) => {
+  mq.emit = (message: Message, done) => {
     if (clients.publish.status === 'ready') {
-      if (pending < maxPending && waiting.length === 0) return send(message, done)
+      if (pending < maxPending && waiting.length === 0) {
+        send(message, done)
+        return mq
+      }
       if (isQoS0(message)) {
         drop()
-        return done?.()
+        done?.()
+        return mq
       }
       waiting.push(() => send(message, done))
-      return
+      return mq
     }
     // Redis is down: serve this node's own subscribers rather than queue without bound. QoS 1/2
     // messages are also in the subscribers' sessions in Redis (stored before this emit), so a
     // subscriber on another node gets them when it resumes its session.
     localOnlyPublishes++
     localEmit(message, done)
+    return mq
   }
-  // mqemitter-redis hands every message from Redis to `this._emit`.
-  mq._emit = (message: { topic: string; qos?: number }, done) => {
-    if (inboundOverloaded && isQoS0(message)) {
-      drop()
-      return done?.()
-    }
-    localEmit(message, done)
+  mq.receive = (message) => {
+    if (inboundOverloaded && isQoS0(message)) return drop()
+    localEmit(message)
   }
   let aedesClients: Record<string, { conn?: { writableLength?: number } }> | undefined
   const sampler = setInterval(() => {
@@ -272,6 +272,7 @@ export function createBackend(config: Config, log: Logger): Backend {
       pendingPublishes: pending + waiting.length,
       persistenceErrors,
       persistenceErrorsByOp: { ...persistenceErrorsByOp },
+      fanout: mq.status(),
       ...(lastError ? { lastError } : {}),
     }),
     useMetrics(m) {

@@ -50,6 +50,18 @@ export interface GuardOptions {
 const SWALLOWED = new Set(['incomingDelPacket'])
 const STREAMS = new Set(['createRetainedStream', 'createRetainedStreamCombi', 'outgoingStream', 'streamWill'])
 
+/**
+ * A PUBACK from a clean session: aedes never stored its QoS 1 messages (lib/client.js deliverQoS
+ * writes them straight to the socket when `client.clean`), so aedes-persistence-redis would look
+ * its packet id up in its cache, find nothing and resolve undefined. Answering that at once saves
+ * two promise layers and a cache lookup per acknowledged message on the subscriber's node. A QoS 2
+ * flow (PUBREC, PUBCOMP) is stored even for clean sessions, so only PUBACK takes this path.
+ */
+function isCleanPuback(client: unknown, packet: unknown): boolean {
+  return (client as { clean?: boolean } | undefined)?.clean === true && (packet as { cmd?: string } | undefined)?.cmd === 'puback'
+}
+const NOTHING_STORED = Promise.resolve(undefined)
+
 /** Attaches a rejection handler to every command `redis` sends. */
 export function guardRedisCommands(redis: Redis, onCommandError: (err: Error) => void): void {
   const send = redis.sendCommand.bind(redis) as (...args: unknown[]) => unknown
@@ -75,6 +87,7 @@ export function guardPersistence(persistence: Persistence, options: GuardOptions
     return (...args) => {
       // A callback-style call handles its own errors.
       if (typeof args[args.length - 1] === 'function') return fn.apply(persistence, args)
+      if (op === 'outgoingClearMessageId' && isCleanPuback(args[0], args[1])) return NOTHING_STORED
       let ignore = SWALLOWED.has(op)
       if (op === 'delWill') {
         const client = args[0] as { id: string; brokerId?: string }

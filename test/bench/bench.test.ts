@@ -15,7 +15,7 @@ const REPO = resolve(import.meta.dirname, '../..')
 
 interface BenchJson {
   brokers: { id: string }[]
-  rows: { metric: string; medians: Record<string, number>; ratios: Record<string, number> }[]
+  rows: { metric: string; medians: Record<string, number>; ratios: Record<string, number>; targets: Record<string, string>; met: Record<string, boolean> }[]
   runs: { scenario: string; broker: string; expected: number; received: number; metrics: Record<string, number> }[]
 }
 
@@ -30,7 +30,7 @@ async function runBench(args: string[]): Promise<{ code: number | null; stdout: 
 }
 
 test('bench --quick measures every scenario on mosquitto and FleetMQ without losing a message', { timeout: 180_000 }, async () => {
-  const { code, stdout, stderr } = await runBench(['--quick', '--json'])
+  const { code, stdout, stderr } = await runBench(['--quick', '--json', '--brokers', 'mosquitto,fleetmq'])
   assert.equal(code, 0, stderr)
   const result = JSON.parse(stdout) as BenchJson
   assert.deepEqual(result.brokers.map((b) => b.id), ['mosquitto', 'fleetmq'])
@@ -44,6 +44,25 @@ test('bench --quick measures every scenario on mosquitto and FleetMQ without los
   assert.equal(result.runs.length, 10)
   for (const run of result.runs) {
     assert.ok(run.expected > 0, `${run.scenario} on ${run.broker} expected nothing`)
+    assert.equal(run.received, run.expected, `${run.scenario} on ${run.broker}: received ${run.received} of ${run.expected}`)
+  }
+})
+
+test('bench --quick measures the cross-node path (publishers on node A, subscribers on node B) against its own targets', { timeout: 120_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--quick', '--json', '--brokers', 'mosquitto,fleetmq,fleetmq-cluster', '--only', 'fanin_qos1,latency'])
+  assert.equal(code, 0, stderr)
+  const result = JSON.parse(stdout) as BenchJson
+  assert.deepEqual(result.brokers.map((b) => b.id), ['mosquitto', 'fleetmq', 'fleetmq-cluster'])
+  const row = (metric: string): BenchJson['rows'][number] => result.rows.find((r) => r.metric === metric) ?? assert.fail(`no ${metric} row`)
+  for (const metric of ['fanin_qos1', 'latency_p99']) {
+    assert.ok(row(metric).medians['fleetmq-cluster'] > 0, `${metric} on the cluster: ${row(metric).medians['fleetmq-cluster']}`)
+    assert.equal(typeof row(metric).met['fleetmq-cluster'], 'boolean', `${metric}: the cluster has a target`)
+  }
+  // The single node keeps its own targets; the cluster's are the issue's.
+  assert.deepEqual(row('fanin_qos1').targets, { fleetmq: '≥ 1.0×', 'fleetmq-cluster': '≥ 0.5×' })
+  assert.deepEqual(row('latency_p99').targets, { fleetmq: '≤ 1.5×', 'fleetmq-cluster': '≤ 2 ms' })
+  assert.equal(result.runs.length, 2 * 3)
+  for (const run of result.runs) {
     assert.equal(run.received, run.expected, `${run.scenario} on ${run.broker}: received ${run.received} of ${run.expected}`)
   }
 })
