@@ -290,7 +290,7 @@ async function runIdle(job: IdleJob): Promise<IdleResult> {
     while (next < job.connections) {
       const i = next++
       clients.push(await WireClient.connect(endpointFor(job.endpoints, i), {
-        clientId: `bench-idle-${i}`,
+        clientId: `${job.clientIdPrefix ?? 'bench-idle'}-${i}`,
         localAddress: job.localAddresses[i % job.localAddresses.length],
         // Longer than the measurement takes, so no client needs PINGREQ while held.
         keepalive: 300,

@@ -92,6 +92,8 @@ export interface IdleJob {
   readonly localAddresses: readonly string[]
   /** Connection attempts in progress at once. */
   readonly concurrency: number
+  /** Client ids are `<prefix>-<i>` (default `bench-idle`): two jobs held at once need their own. */
+  readonly clientIdPrefix?: string
 }
 
 export interface IdleResult {
