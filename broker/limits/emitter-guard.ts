@@ -1,5 +1,5 @@
 /*
- * Makes the broker's message emitter (mqemitter, and mqemitter-redis which inherits it) safe
+ * Makes the broker's message emitter (mqemitter, and the cluster fan-out which inherits it) safe
  * from unbounded synchronous recursion.
  *
  * Root cause of `RangeError: Maximum call stack size exceeded` in aedes 1.2.0 and 2.0.0-beta.1:

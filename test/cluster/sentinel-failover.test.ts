@@ -7,7 +7,7 @@ import { collect, connectCollecting, nextEvent, startNodes, stopAll, waitUntil }
 
 /*
  * kill -9 of the Redis primary under Sentinel during QoS 1 traffic between two nodes. No node
- * may crash (mqemitter-redis re-emits Redis errors on `mq.state`), service must resume within
+ * may crash (plain aedes + mqemitter-redis died of an unhandled Redis error), service must resume within
  * 10 s of the new primary, and the test reports how many PUBACKed messages asynchronous
  * replication lost. The servers run with `min-replicas-to-write 1` / `min-replicas-max-lag 10`:
  * a primary that has lost every replica for 10 s refuses writes rather than accept writes that
