@@ -25,7 +25,9 @@ import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
 
 const require = createRequire(import.meta.url)
 
-const persistenceRedis = require('aedes-persistence-redis') as (opts: { conn: Redis }) => NonNullable<AedesOptions['persistence']>
+/** Loaded only when the node has a Redis backend (a standalone node never needs it). */
+const persistenceRedis = (opts: { conn: Redis }): NonNullable<AedesOptions['persistence']> =>
+  (require('aedes-persistence-redis') as (o: { conn: Redis }) => NonNullable<AedesOptions['persistence']>)(opts)
 
 export interface BackendStatus {
   readonly kind: 'memory' | 'redis'

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { Redis, type RedisOptions } from 'ioredis'
+import { createRequire } from 'node:module'
+import type { Redis, RedisOptions } from 'ioredis'
 import type { ClusterConfig } from '../config/schema.js'
 import { FleetmqError } from '../errors.js'
 
@@ -56,11 +57,16 @@ export function redisOptions(settings: RedisSettings): RedisOptions & { url?: st
   }
 }
 
+// Loaded on first use: a standalone node never needs ioredis (≈ 20 MB of RSS and 0.2 s at start).
+const require = createRequire(import.meta.url)
+let RedisClass: typeof Redis | undefined
+
 /** A new client; `url` options go through ioredis' URL parser. */
 export function createRedis(options: RedisOptions & { url?: string }, connectionName: string): Redis {
   const { url, ...rest } = options
   const withName = { ...rest, connectionName }
-  return url ? new Redis(url, withName) : new Redis(withName)
+  RedisClass ??= (require('ioredis') as typeof import('ioredis')).Redis
+  return url ? new RedisClass(url, withName) : new RedisClass(withName)
 }
 
 /** Where to find Redis, for logs (no credentials). */
