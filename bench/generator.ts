@@ -222,14 +222,29 @@ async function runLatency(job: LatencyJob): Promise<LatencyResult> {
   let measureFrom = Infinity
   let measureUntil = Infinity
   const subscriber = await WireClient.connect(job.subscribe, { clientId: 'bench-latency-sub' })
+  /*
+   * Every message of a read arrived when the read did: the time is taken once, before any frame
+   * is handled, and the PUBACKs of a read leave in one write after the last frame. Stamping each
+   * frame as it is scanned, after writing the PUBACKs of the frames before it (one syscall each),
+   * charged a broker that sends several messages per write (FleetMQ coalesces its writes per
+   * event-loop turn) with the generator's own PUBACK syscalls: up to ≈ 15 µs per earlier frame.
+   */
+  let readAt = 0
+  let acks: Buffer[] = []
+  subscriber.socket.prependListener('data', () => { readAt = performance.now() })
+  subscriber.afterRead = () => {
+    if (acks.length === 0) return
+    subscriber.socket.write(acks.length === 1 ? acks[0] : Buffer.concat(acks))
+    acks = []
+  }
   subscriber.onFrame((first, buf, start) => {
     if (first >> 4 !== PacketType.PUBLISH) return
-    const now = performance.now()
+    const now = readAt
     const { payloadStart, packetId } = publishLayout(first, buf, start)
     if (packetId) {
       const ack = Buffer.allocUnsafe(4)
       writePuback(ack, 0, packetId)
-      subscriber.socket.write(ack)
+      acks.push(ack)
     }
     if (buf[payloadStart] !== DATA) {
       probesSeen[0].add(buf[payloadStart + 1])

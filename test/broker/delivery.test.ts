@@ -1,0 +1,109 @@
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { IPublishPacket, Packet } from 'mqtt-packet'
+import mqtt from 'mqtt'
+import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
+import { rawConnect } from '../helpers/raw-mqtt.js'
+
+/*
+ * Delivery as a subscriber sees it, for any change to the delivery path (a faster one is the open
+ * latency work in docs/bench.md): order within a burst, the packet identifier a persistent session
+ * keeps across a reconnect, No Local, one copy for overlapping subscriptions, never above the QoS
+ * published.
+ */
+
+let broker: RunningFleetmq
+let port: number
+let seq = 0
+const topicOf = (name: string): string => `fp/${name}-${process.pid}-${++seq}`
+const isPublish = (p: Packet): p is IPublishPacket => p.cmd === 'publish'
+
+before(async () => {
+  broker = await startFleetmq({ args: ['--allow-anonymous'] })
+  port = broker.ports.mqtt
+})
+after(async () => {
+  assert.equal(await broker.stop(), 0)
+})
+
+const connect = (options: mqtt.IClientOptions = {}) => mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, ...options })
+
+test('500 QoS 1 messages published in one burst arrive once each, in order', async () => {
+  const topic = topicOf('order')
+  const sub = await connect({ protocolVersion: 4 })
+  const pub = await connect({ protocolVersion: 4 })
+  const got: number[] = []
+  sub.on('message', (_t, payload) => got.push(Number(payload.toString())))
+  await sub.subscribeAsync(topic, { qos: 1 })
+  await Promise.all(Array.from({ length: 500 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })))
+  const deadline = Date.now() + 20_000
+  while (got.length < 500 && Date.now() < deadline) await sleep(20)
+  await sleep(200)
+  assert.deepEqual(got, Array.from({ length: 500 }, (_, i) => i))
+  await Promise.all([sub.endAsync(), pub.endAsync()])
+})
+
+for (const version of [4, 5] as const) {
+  test(`MQTT ${version === 5 ? '5.0' : '3.1.1'}: a persistent session gets an unacknowledged QoS 1 message again after a reconnect, same packet identifier [MQTT-4.4.0-1]`, async () => {
+    const topic = topicOf(`resend${version}`)
+    const clientId = `fp-resend-${version}-${process.pid}-${seq}`
+    const session = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false }
+    const first = await rawConnect(port, { clientId, ...session }, version)
+    first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] })
+    await first.waitFor((p) => p.cmd === 'suback')
+    const pub = await connect({ protocolVersion: version })
+    await pub.publishAsync(topic, 'kept', { qos: 1 })
+    const delivered = await first.waitFor<IPublishPacket>((p) => isPublish(p) && p.topic === topic)
+    assert.equal(delivered.qos, 1)
+    // No PUBACK: the connection drops with the message in flight.
+    first.destroy()
+    await first.closed
+    await sleep(200)
+    const second = await rawConnect(port, { clientId, ...session }, version)
+    const again = await second.waitFor<IPublishPacket>((p) => isPublish(p) && p.topic === topic)
+    assert.equal(again.payload.toString(), 'kept')
+    assert.equal(again.messageId, delivered.messageId)
+    second.send({ cmd: 'puback', messageId: again.messageId })
+    second.send({ cmd: 'disconnect', ...(version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}) })
+    await pub.endAsync()
+  })
+}
+
+test('MQTT 5.0 No Local: a client subscribed with noLocal does not get its own messages; another subscriber does [MQTT-3.8.3-3]', async () => {
+  const topic = topicOf('nolocal')
+  const self = await connect({ protocolVersion: 5 })
+  const other = await connect({ protocolVersion: 5 })
+  const selfGot: string[] = []
+  const otherGot: string[] = []
+  self.on('message', (_t, p) => selfGot.push(p.toString()))
+  other.on('message', (_t, p) => otherGot.push(p.toString()))
+  await self.subscribeAsync(topic, { qos: 1, nl: true })
+  await other.subscribeAsync(topic, { qos: 1 })
+  for (const qos of [0, 1] as const) await self.publishAsync(topic, `own-${qos}`, { qos })
+  const deadline = Date.now() + 10_000
+  while (otherGot.length < 2 && Date.now() < deadline) await sleep(20)
+  await sleep(300)
+  assert.deepEqual(otherGot, ['own-0', 'own-1'])
+  assert.deepEqual(selfGot, [])
+  await Promise.all([self.endAsync(), other.endAsync()])
+})
+
+test('overlapping subscriptions (a/+ at QoS 0 and a/b at QoS 1, 3.1.1) deliver one copy of each message, never above the QoS published', async () => {
+  const base = topicOf('overlap')
+  const sub = await rawConnect(port, { clientId: `fp-overlap-${process.pid}`, clean: true }, 4)
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/+`, qos: 0 }, { topic: `${base}/b`, qos: 1 }] })
+  await sub.waitFor((p) => p.cmd === 'suback')
+  const pub = await connect({ protocolVersion: 4 })
+  await pub.publishAsync(`${base}/b`, 'q1', { qos: 1 })
+  await pub.publishAsync(`${base}/b`, 'q0', { qos: 0 })
+  await sub.waitFor((p) => isPublish(p) && p.payload.toString() === 'q0')
+  await sleep(300)
+  const publishes = sub.packets.filter(isPublish).map((p) => [p.payload.toString(), p.qos])
+  // aedes delivers a single de-duplicated copy per message (at the QoS its subscriptions allow).
+  assert.equal(publishes.filter(([payload]) => payload === 'q1').length, 1)
+  assert.deepEqual(publishes.filter(([payload]) => payload === 'q0'), [['q0', 0]])
+  for (const p of sub.packets.filter(isPublish)) if (p.qos > 0) sub.send({ cmd: 'puback', messageId: p.messageId })
+  sub.send({ cmd: 'disconnect' })
+  await pub.endAsync()
+})
