@@ -6,6 +6,7 @@ import { startListener, type BoundListener } from './listeners/index.js'
 import { logClientConnections } from './features/connection-log.js'
 import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
+import { markRedeliveries } from './mqtt/redelivery.js'
 import { shutdownNode, trackConnections } from './features/shutdown.js'
 import { tuneHeapGrowth } from './features/heap.js'
 
@@ -64,6 +65,7 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   })
   // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
   guardEmitter((aedes as unknown as { mq: object }).mq)
+  markRedeliveries(aedes)
   logClientConnections(aedes, log)
   const listeners: BoundListener[] = []
   const connections = trackConnections()

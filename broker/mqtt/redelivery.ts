@@ -1,0 +1,34 @@
+import { Transform, type Readable } from 'node:stream'
+import type { Aedes } from 'aedes'
+
+/*
+ * [MQTT-3.3.1-1] "The DUP flag MUST be set to 1 by the Client or Server when it attempts to
+ * re-deliver a PUBLISH packet." When a persistent session resumes, aedes sends the session's
+ * stored QoS 1/2 messages (handlers/connect.js `emptyQueue`, from `persistence.outgoingStream`)
+ * without it. A stored message that already has a packet identifier was sent before (aedes
+ * stores the identifier, with `outgoingUpdate`, right before the write); one queued while the
+ * client was away has none and goes out as a first delivery, DUP 0.
+ */
+
+interface Stored { cmd?: string; messageId?: number; dup?: boolean }
+type OutgoingStream = (client: unknown) => Readable
+
+const marked = new WeakSet<object>()
+
+export function markRedeliveries(broker: Aedes): void {
+  const persistence = (broker as unknown as { persistence: { outgoingStream: OutgoingStream } }).persistence
+  if (marked.has(persistence)) return
+  marked.add(persistence)
+  const original = persistence.outgoingStream.bind(persistence)
+  persistence.outgoingStream = (client) => {
+    const mark = new Transform({
+      objectMode: true,
+      transform(packet: Stored, _encoding, next) {
+        next(null, packet.messageId && (packet.cmd ?? 'publish') === 'publish' && !packet.dup ? { ...packet, dup: true } : packet)
+      },
+    })
+    const source = original(client)
+    source.on('error', (err: Error) => mark.destroy(err))
+    return source.pipe(mark)
+  }
+}
