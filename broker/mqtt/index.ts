@@ -8,6 +8,7 @@ import { installFlowControl } from './flow-control.js'
 import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { installSubackOrder } from './suback-order.js'
+import { deliverAtHighestQos } from './overlap.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { topicMatches } from './topic.js'
 import { tapOutbound } from './wire.js'
@@ -23,6 +24,8 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * - every matching Subscription Identifier on a message [MQTT-3.3.4-4] (see
  *   subscription-identifiers.ts);
  * - one SUBACK entry per filter, in the SUBSCRIBE's order [MQTT-3.9.3-1] (see suback-order.ts);
+ * - overlapping subscriptions deliver at the highest QoS that matches [MQTT-3.3.4-2] (see
+ *   overlap.ts);
  * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions too
  *   [MQTT-3.8.4-8]: aedes looks the granted QoS up by the topic name, so a QoS 2 message reached
  *   a QoS 1 `a/+` subscription at QoS 2;
@@ -104,6 +107,10 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
   })
   return {
     name: 'mqtt-protocol',
+    preConnect(client) {
+      // Before any subscription (restored ones included) captures the client's deliver0.
+      deliverAtHighestQos(internals(client))
+    },
     authorizeSubscribe(client, sub) {
       identifiers.subscribed(client, sub)
       return sub

@@ -1,0 +1,49 @@
+import type { AedesPublishPacket } from 'aedes'
+import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
+import type { AedesClient } from './aedes-internals.js'
+import { topicMatches } from './topic.js'
+
+/*
+ * [MQTT-3.3.4-2] "If the Client has multiple overlapping subscriptions, the Server MUST deliver
+ * the message to the Client respecting the maximum QoS of all the matching subscriptions."
+ * aedes routes a message once per matching subscription and keeps the first copy that reaches
+ * the client (lib/client.js `dedupe`), so with `a/+` at QoS 0 and `a/b` at QoS 1 a QoS 1 message
+ * went out at QoS 0 whenever the QoS 0 subscription's copy came first.
+ *
+ * The QoS 0 subscriptions deliver through the client's `deliver0`: for a message published at
+ * QoS 1 or 2, that copy now stands aside (before aedes' de-duplication marks the message as sent)
+ * when another of the client's subscriptions matches it with a QoS above 0 and would take it,
+ * so the copy with the higher QoS is the one delivered. Only QoS > 0 messages reaching a QoS 0
+ * subscription pay for the check, one pass over the client's subscriptions.
+ */
+
+interface Sub { readonly qos: number; readonly nl?: boolean }
+
+const wrapped = new WeakSet<object>()
+
+/** Whether another of `client`'s subscriptions takes `packet` at QoS 1 or 2. */
+function higherQosTakes(client: AedesClient, packet: AedesPublishPacket): boolean {
+  const subscriptions = client.subscriptions as Record<string, Sub>
+  const publisher = (packet as AedesPublishPacket & { clientId?: string }).clientId
+  for (const filter in subscriptions) {
+    const sub = subscriptions[filter]
+    if (sub.qos === 0 || filter.startsWith(INTERNAL_SHARE_PREFIX)) continue
+    // A No Local subscription does not take the client's own messages [MQTT-3.8.3-3].
+    if (sub.nl === true && publisher === client.id) continue
+    if (topicMatches(filter, packet.topic)) return true
+  }
+  return false
+}
+
+export function deliverAtHighestQos(client: AedesClient): void {
+  if (wrapped.has(client)) return
+  wrapped.add(client)
+  const deliver0 = client.deliver0
+  client.deliver0 = function deliverQoS0AtMost(packet, done) {
+    if (packet.qos > 0 && higherQosTakes(client, packet)) {
+      setImmediate(done)
+      return
+    }
+    deliver0.call(this, packet, done)
+  }
+}
