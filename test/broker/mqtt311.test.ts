@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt from 'mqtt'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { rawConnect } from '../helpers/raw-mqtt.js'
+import { runProgram as run } from '../helpers/program.js'
 
 /*
  * MQTT 3.1 (mosquitto_pub/sub -V mqttv31, MQTT.js protocolVersion 3) and 3.1.1 (MQTT.js
@@ -27,18 +28,6 @@ after(async () => {
 
 const connect = (protocolVersion: 3 | 4, options: mqtt.IClientOptions = {}) =>
   mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion, protocolId: protocolVersion === 3 ? 'MQIsdp' : 'MQTT', reconnectPeriod: 0, ...options })
-
-async function run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d })
-  child.stderr.on('data', (d: Buffer) => { stderr += d })
-  const timer = setTimeout(() => child.kill('SIGTERM'), 10_000)
-  const [code] = (await once(child, 'exit')) as [number | null]
-  clearTimeout(timer)
-  return { code, stdout, stderr }
-}
 
 const mosq = (version: 'mqttv31' | 'mqttv311', ...args: string[]): string[] => ['-V', version, '-h', '127.0.0.1', '-p', String(port), ...args]
 

@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt from 'mqtt'
@@ -8,6 +7,7 @@ import type { Packet } from 'mqtt-packet'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { rawClient, type RawClient } from '../helpers/raw-client.js'
 import { METRICS_ADMIN, metricValue, scrapeMetrics } from '../helpers/metrics.js'
+import { runProgram as run } from '../helpers/program.js'
 
 /*
  * The node's own Receive Maximum (§3.2.2.3.3, §3.3.4, 0x93) and the topic limits answered with
@@ -58,18 +58,6 @@ async function assertAlive(client: RawClient): Promise<void> {
 
 const publish = (topic: string, qos: 0 | 1 | 2, messageId?: number): Packet =>
   ({ cmd: 'publish', topic, payload: Buffer.from('m'), qos, messageId, retain: false, dup: false }) as Packet
-
-async function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d })
-  child.stderr.on('data', (d: Buffer) => { stderr += d })
-  const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs)
-  const [code] = (await once(child, 'exit')) as [number | null]
-  clearTimeout(timer)
-  return { code, stdout, stderr }
-}
 
 test('CONNACK advertises limits.receiveMaximum to 5.0 clients [§3.2.2.3.3]', async () => {
   const client = await rawClient(port, 5)

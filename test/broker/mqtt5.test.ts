@@ -7,6 +7,7 @@ import mqtt, { type IPublishPacket as MqttJsPublish } from 'mqtt'
 import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, IUnsubackPacket } from 'mqtt-packet'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { rawConnect } from '../helpers/raw-mqtt.js'
+import { runProgram as run } from '../helpers/program.js'
 
 /*
  * Every MQTT 5.0 feature a client can observe, checked against the real `fleetmq start` with
@@ -40,18 +41,6 @@ function nextMessage(client: mqtt.MqttClient, topic: string): Promise<MqttJsPubl
     }
     client.on('message', onMessage)
   })
-}
-
-async function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d: Buffer) => { stdout += d })
-  child.stderr.on('data', (d: Buffer) => { stderr += d })
-  const timer = setTimeout(() => child.kill('SIGTERM'), timeoutMs)
-  const [code] = (await once(child, 'exit')) as [number | null]
-  clearTimeout(timer)
-  return { code, stdout, stderr }
 }
 
 test('CONNACK: assigned client identifier, server keep alive, clamped session expiry, limits, shared subscriptions available', async () => {
