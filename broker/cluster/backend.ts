@@ -155,8 +155,8 @@ export function createBackend(config: Config, log: Logger): Backend {
    * node delivers them, and nothing in mqemitter-redis bounds its queues.
    * - Out: at most `overloadPendingPublishes` messages sent to Redis and not yet acknowledged.
    *   Beyond it, QoS 0 messages are dropped and counted; QoS 1/2 messages wait, and so does the
-   *   publisher: aedes reads a client's next packet only once this one was routed, so its socket
-   *   is not read (TCP backpressure) and the publisher gets its PUBACK later.
+   *   publisher: aedes reads a client's next packet only once this one was routed (queued for
+   *   Redis), so its socket is not read (TCP backpressure) and its next PUBACKs come later.
    * - In: while this node's subscribers hold more than `overloadBufferedBytes` unsent, QoS 0
    *   messages from Redis are dropped and counted (sampled every 100 ms, not per message).
    */
@@ -170,12 +170,16 @@ export function createBackend(config: Config, log: Logger): Backend {
     metrics?.dropped('overload')
   }
   const isQoS0 = (message: Message): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
+  const fanoutError = onError('fanout')
+  // `done` (aedes reads the publisher's next packet) once routed; `pending` until Redis acknowledged
+  // (fanout.ts emit). A copy Redis refused is lost for the other nodes, as a pub/sub message
+  // is: counted in `errors`/`lastError`, the publisher's connection stays up.
   const send = (message: Message, done?: (err?: Error | null) => void): void => {
     pending++
-    emitThroughRedis(message, (err) => {
+    emitThroughRedis(message, done, (err) => {
       pending--
+      if (err) fanoutError(err)
       while (pending < maxPending && waiting.length > 0) waiting.shift()?.()
-      done?.(err)
     })
   }
   mq.emit = (message: Message, done) => {

@@ -47,7 +47,7 @@ interface MQEmitterBase {
   closed: boolean
   on(topic: string, listener: Listener, done?: () => void): this
   removeListener(topic: string, listener: Listener, done?: () => void): this
-  emit(message: Message, done?: Done): this
+  emit(message: Message, done?: Done, acked?: Done): this
   close(done: () => void): this
 }
 const MQEmitter = require('mqemitter') as new (opts: object) => MQEmitterBase
@@ -298,26 +298,44 @@ export class Fanout extends MQEmitter {
     super.emit(message, done)
   }
 
-  /** This node's subscribers, and every other node with a matching filter (through Redis). */
-  override emit(message: Message, done: Done = noop): this {
+  /**
+   * This node's subscribers, and every other node with a matching filter (through Redis).
+   *
+   * `done` runs once this node's subscribers have it and the copies for other nodes are queued,
+   * not when Redis acknowledges them: aedes reads a client's next packet only after `done`
+   * (lib/client.js nextBatch), and it sent the PUBACK of a QoS 1 message before publishing it
+   * (lib/handlers/publish.js), so waiting for Redis bought the publisher nothing but a Redis round
+   * trip between every two reads of its socket — each one a wake-up of Redis and of this node, the
+   * largest share of the cross-node latency tail (docs/cluster.md, "Performance"). `acked` runs
+   * when Redis has acknowledged every copy (at once without any), with the first error: the
+   * backend's overload bound counts messages until then. A copy Redis refused is lost for that
+   * node, as a pub/sub message is; the caller counts it through `acked`.
+   */
+  override emit(message: Message, done: Done = noop, acked: Done = noop): this {
     if (this.closed) {
-      done(new Error('the cluster fan-out is closed'))
+      const err = new Error('the cluster fan-out is closed')
+      done(err)
+      acked(err)
       return this
     }
     if (!this.synced) {
-      this.beforeSync.push(() => this.emit(message, done))
+      this.beforeSync.push(() => this.emit(message, done, acked))
       return this
     }
     const targets = this.table.match(message.topic)
     targets.delete(this.node)
-    if (targets.size === 0) return super.emit(message, done)
-    let remaining = targets.size + 1
+    if (targets.size === 0) {
+      super.emit(message, done)
+      acked()
+      return this
+    }
+    let remaining = targets.size
     let failure: Error | undefined
     const finish: Done = (err) => {
       if (err) failure ??= err
-      if (--remaining === 0) done(failure)
+      if (--remaining === 0) acked(failure)
     }
-    super.emit(message, finish)
+    super.emit(message, done)
     const encoded = encodeMessage(message)
     for (const node of targets) this.enqueue(node, encoded, finish)
     return this
