@@ -7,6 +7,7 @@ import { logClientConnections } from './features/connection-log.js'
 import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
+import { pubackAfterPublish } from './mqtt/puback-order.js'
 import { shutdownNode, trackConnections } from './features/shutdown.js'
 import { tuneHeapGrowth } from './features/heap.js'
 
@@ -66,6 +67,8 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
   guardEmitter((aedes as unknown as { mq: object }).mq)
   markRedeliveries(aedes)
+  // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).
+  aedes.once('closed', pubackAfterPublish(aedes))
   logClientConnections(aedes, log)
   const listeners: BoundListener[] = []
   const connections = trackConnections()

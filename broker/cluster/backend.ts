@@ -26,8 +26,19 @@ import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
 const require = createRequire(import.meta.url)
 
 /** Loaded only when the node has a Redis backend (a standalone node never needs it). */
-const persistenceRedis = (opts: { conn: Redis }): NonNullable<AedesOptions['persistence']> =>
-  (require('aedes-persistence-redis') as (o: { conn: Redis }) => NonNullable<AedesOptions['persistence']>)(opts)
+const persistenceRedis = (opts: { conn: Redis; maxSessionDelivery: number }): NonNullable<AedesOptions['persistence']> =>
+  (require('aedes-persistence-redis') as (o: { conn: Redis; maxSessionDelivery: number }) => NonNullable<AedesOptions['persistence']>)(opts)
+
+/*
+ * Every message a persistent session holds is sent when it resumes. aedes-persistence-redis reads
+ * a session's stored messages with `LRANGE outgoing:<client> 0 maxSessionDelivery` (default 1,000):
+ * of a session that kept more while its client was away — or that was disconnected for more than
+ * `limits.maxQueued` waiting, which keeps them in the session by design — the resume sent the first
+ * 1,001 and left the others in Redis, delivered only if the client reconnected yet again (with
+ * 1,250 kept, the last 249 PUBACKed messages never arrived). LRANGE clamps the end to the list, so
+ * this reads the whole list; the resume is paced by the client's window (mqtt/flow-control.ts).
+ */
+const WHOLE_SESSION = Number.MAX_SAFE_INTEGER
 
 export interface BackendStatus {
   readonly kind: 'memory' | 'redis'
@@ -225,7 +236,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     errors++
     lastError = `persistence: ${err.message}`
   })
-  const raw = persistenceRedis({ conn: clients.persistence })
+  const raw = persistenceRedis({ conn: clients.persistence, maxSessionDelivery: WHOLE_SESSION })
   const persistence = guardPersistence(raw, {
     // setup() hands the persistence the broker before any client connects.
     brokerId: () => aedesId ?? (raw as unknown as { broker?: { id?: string } }).broker?.id,

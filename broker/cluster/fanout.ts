@@ -303,10 +303,13 @@ export class Fanout extends MQEmitter {
    *
    * `done` runs once this node's subscribers have it and the copies for other nodes are queued,
    * not when Redis acknowledges them: aedes reads a client's next packet only after `done`
-   * (lib/client.js nextBatch), and it sent the PUBACK of a QoS 1 message before publishing it
-   * (lib/handlers/publish.js), so waiting for Redis bought the publisher nothing but a Redis round
-   * trip between every two reads of its socket — each one a wake-up of Redis and of this node, the
-   * largest share of the cross-node latency tail (docs/cluster.md, "Performance"). `acked` runs
+   * (lib/client.js nextBatch), so waiting for Redis cost a Redis round trip between every two reads
+   * of the publisher's socket — each one a wake-up of Redis and of this node, the largest share of
+   * the cross-node latency tail (docs/cluster.md, "Performance"). The PUBACK of a QoS 1 message
+   * waits for `done` (mqtt/puback-order.ts); by then aedes has stored it for every persistent
+   * session (`enqueueOffline` runs before this emit), which is what QoS 1 durability rests on; a
+   * node killed before its batch reached Redis loses only the copies for clean sessions on other
+   * nodes, which a lost connection loses anyway. `acked` runs
    * when Redis has acknowledged every copy (at once without any), with the first error: the
    * backend's overload bound counts messages until then. A copy Redis refused is lost for that
    * node, as a pub/sub message is; the caller counts it through `acked`.

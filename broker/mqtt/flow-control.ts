@@ -24,6 +24,13 @@ import { tapInbound, tapOutbound, wireSize } from './wire.js'
  *   not resent on reconnect.
  *
  * State exists only for connections that were sent a QoS 1/2 message or were over a limit.
+ *
+ * - Session restore: a resumed persistent session's stored messages (aedes' `emptyQueue`) pass
+ *   `whenWindowHasRoom` first (mqtt/redelivery.ts), so the next one is read only once nothing waits
+ *   here and the window has room. Handed over all at once, a session that kept more than
+ *   `maxQueued` + the window while its client was away (or was disconnected for being over
+ *   `maxQueued`) would be over `maxQueued` again the moment it resumed: disconnected before its
+ *   client could acknowledge anything, at every reconnection, its messages never delivered.
  */
 
 interface Waiting {
@@ -38,6 +45,8 @@ interface FlowState {
   head: number
   /** A flush is scheduled: acknowledgements that arrive together release the window once. */
   flushing: boolean
+  /** Restored messages waiting for `whenWindowHasRoom` (created with the first one). */
+  roomWaiters: (() => void)[] | undefined
 }
 
 const queued = (state: FlowState): number => state.waiting.length - state.head
@@ -55,10 +64,31 @@ export interface FlowControlOptions {
 const RECEIVE_MAXIMUM_DEFAULT = 65_535 // [MQTT-3.1.2.11.3] absent Receive Maximum
 const REASON_CODE_ERROR_THRESHOLD = 0x80
 
+/** Set by `installFlowControl`: a node without flow control lets every restored message through. */
+let roomGate: ((client: Client, go: () => void) => void) | undefined
+
+/**
+ * Calls `go` once no QoS 1/2 message waits for `client`'s window and the window has room (at once
+ * when that holds now, or when the connection is closed or closes meanwhile). For the messages of
+ * a resumed session: see above.
+ */
+export function whenWindowHasRoom(client: Client, go: () => void): void {
+  if (roomGate === undefined) go()
+  else roomGate(client, go)
+}
+
 export function installFlowControl(options: FlowControlOptions): () => void {
   const { log, maxInflight, maxQueued, onQueueFull } = options
   const states = new WeakMap<Client, FlowState>()
   const windowOf = (client: Client): number => Math.min(client.receiveMaximum ?? RECEIVE_MAXIMUM_DEFAULT, maxInflight)
+  const hasRoom = (client: Client, state: FlowState): boolean => queued(state) === 0 && state.inflight.size < windowOf(client)
+  const newState = (): FlowState => ({ inflight: new Set(), waiting: [], head: 0, flushing: false, roomWaiters: undefined })
+
+  /** Lets the restore go on while there is room (each waiter sends one message, which may fill it). */
+  const wake = (client: Client, state: FlowState): void => {
+    const waiters = state.roomWaiters
+    while (waiters !== undefined && waiters.length > 0 && (client.closed || hasRoom(client, state))) waiters.shift()!()
+  }
 
   const flush = (client: Client, state: FlowState): void => {
     state.flushing = false
@@ -73,6 +103,21 @@ export function installFlowControl(options: FlowControlOptions): () => void {
       state.waiting = []
       state.head = 0
     }
+    wake(client, state)
+  }
+
+  roomGate = (client, go) => {
+    let state = states.get(client)
+    if (state === undefined) states.set(client, state = newState())
+    if (client.closed || (hasRoom(client, state) && !state.roomWaiters?.length)) return go()
+    if (state.roomWaiters === undefined) {
+      state.roomWaiters = []
+      // A closed connection's restore is let go: its writes fail and end it.
+      const conn = (client as Client & { conn?: NodeJS.EventEmitter }).conn
+      const current = state
+      conn?.once('close', () => { for (const waiter of current.roomWaiters!.splice(0)) waiter() })
+    }
+    state.roomWaiters.push(go)
   }
 
   const tooLarge = (client: Client, packet: Packet & { cmd: 'publish' }): boolean => {
@@ -93,7 +138,7 @@ export function installFlowControl(options: FlowControlOptions): () => void {
     if (tooLarge(client, packet)) return true
     if (packet.qos === 0) return send(packet)
     let state = states.get(client)
-    if (state === undefined) states.set(client, state = { inflight: new Set(), waiting: [], head: 0, flushing: false })
+    if (state === undefined) states.set(client, state = newState())
     // A resend of a message already in flight (session resume) takes no new quota.
     if (state.inflight.has(packet.messageId!)) return send(packet)
     if (queued(state) === 0 && state.inflight.size < windowOf(client)) {
@@ -118,10 +163,13 @@ export function installFlowControl(options: FlowControlOptions): () => void {
     if (queued(state) > 0 && !state.flushing) {
       state.flushing = true
       setImmediate(flush, client, state)
+    } else if (state.roomWaiters?.length) {
+      setImmediate(wake, client, state)
     }
   })
 
   return () => {
+    roomGate = undefined
     removeOutbound()
     removeInbound()
   }
