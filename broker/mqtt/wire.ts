@@ -131,6 +131,8 @@ const gatherer = {
 } as unknown as NodeJS.WritableStream
 
 function writePacket(packet: Packet, stream: ClientStream, opts: object | undefined): boolean {
+  const lean = packet.cmd === 'publish' || packet.cmd === 'puback' ? encodeLean(packet, (opts as { protocolVersion?: number } | undefined)?.protocolVersion ?? 4) : undefined
+  if (lean !== undefined) return stream.write(lean)
   gathered.length = 0
   gatherError = undefined
   originalWrite(packet, gatherer, opts)
@@ -160,6 +162,144 @@ function writePacket(packet: Packet, stream: ClientStream, opts: object | undefi
   }
   gathered.length = 0
   return result
+}
+
+/*
+ * The hot path's two packets, PUBLISH and PUBACK, are encoded here straight into one Buffer (the
+ * same bytes mqtt-packet writes: [MQTT-3.3.1], [MQTT-3.4.2]); mqtt-packet allocates per chunk and
+ * builds a `debug()` argument array per call even when debugging is off. Anything unusual — MQTT
+ * 5.0 properties, a non-zero PUBACK reason code, a string payload, a packet above GATHER_LIMIT —
+ * returns undefined and takes mqtt-packet's path.
+ */
+function hasKeys(object: object): boolean {
+  for (const key in object) if (Object.hasOwn(object, key)) return true
+  return false
+}
+
+function encodeLean(packet: Packet, version: number): Buffer | undefined {
+  if (packet.cmd === 'puback') {
+    const id = packet.messageId
+    if (typeof id !== 'number') return undefined
+    // 5.0: reason code 0 and no properties may both be left out [MQTT-3.4.2-1].
+    if (version === 5 && ((packet.reasonCode ?? 0) !== 0 || packet.properties !== undefined)) return undefined
+    const bytes = Buffer.allocUnsafe(4)
+    bytes[0] = 0x40
+    bytes[1] = 2
+    bytes.writeUInt16BE(id, 2)
+    return bytes
+  }
+  if (packet.cmd !== 'publish') return undefined
+  const { topic, qos = 0 } = packet
+  const payload = packet.payload || EMPTY
+  if (typeof topic !== 'string' || typeof payload === 'string') return undefined
+  if (version === 5 && packet.properties !== undefined && hasKeys(packet.properties)) return undefined
+  if (qos > 0 && typeof packet.messageId !== 'number') return undefined
+  const topicLength = Buffer.byteLength(topic)
+  const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payload.length
+  if (remaining > GATHER_LIMIT || topicLength > 0xffff) return undefined
+  const bytes = Buffer.allocUnsafe(1 + varIntSize(remaining) + remaining)
+  bytes[0] = 0x30 | (packet.dup ? 0x08 : 0) | ((qos & 3) << 1) | (packet.retain ? 1 : 0)
+  let offset = writeVarInt(bytes, 1, remaining)
+  bytes.writeUInt16BE(topicLength, offset)
+  offset += 2
+  offset += bytes.write(topic, offset, topicLength === topic.length ? 'latin1' : 'utf8')
+  if (qos > 0) offset = bytes.writeUInt16BE(packet.messageId!, offset)
+  if (version === 5) bytes[offset++] = 0 // property length [MQTT-3.3.2.3.1]
+  payload.copy(bytes, offset)
+  return bytes
+}
+
+function writeVarInt(bytes: Buffer, offset: number, value: number): number {
+  do {
+    let byte = value % 128
+    value = Math.floor(value / 128)
+    if (value > 0) byte |= 0x80
+    bytes[offset++] = byte
+  } while (value > 0)
+  return offset
+}
+
+/** mqtt-packet's packet class: lean-parsed packets get the same shape (and hidden class) as its own. */
+const MqttPacketClass = createRequire(createRequire(import.meta.url).resolve('mqtt-packet'))('./packet.js') as new () => Packet & Record<string, unknown>
+
+interface ParserState {
+  client?: Client
+  settings: { protocolVersion?: number }
+  _list: { length: number }
+  _stateCounter: number
+  error: Error | null
+  emit(event: 'packet', packet: Packet): boolean
+}
+
+/*
+ * The parser aedes reads with, for the hot path: complete PUBLISH packets (without 5.0 properties)
+ * and PUBACK packets at the start of a read are decoded here, straight from the socket's buffer,
+ * and emitted to the same listeners mqtt-packet's parser would emit them to, in order. Everything
+ * else — another packet type, a packet split across reads, a malformed or oversized packet, a 5.0
+ * PUBLISH with properties — and everything after it in the read goes to mqtt-packet, which keeps
+ * every check and error it has. The lean path runs only while mqtt-packet holds no partial packet.
+ */
+let mqttParse: (this: ParserState, buf: Buffer) => number
+
+function leanParse(this: ParserState, buf: Buffer): number {
+  if (this._stateCounter !== 0 || this._list.length !== 0 || this.error !== null || this.client === undefined) return mqttParse.call(this, buf)
+  const version = this.settings.protocolVersion ?? 4
+  const maximum = (this.client as unknown as { broker: { maximumPacketSize?: number } }).broker.maximumPacketSize ?? 0
+  let pos = 0
+  while (pos < buf.length) {
+    const first = buf[pos]
+    const type = first >> 4
+    if (type !== 3 && first !== 0x40) break
+    let remaining = 0
+    let multiplier = 1
+    let cursor = pos + 1
+    let complete = false
+    while (cursor < buf.length && cursor <= pos + 4) {
+      const byte = buf[cursor++]
+      remaining += (byte & 0x7f) * multiplier
+      multiplier *= 128
+      if ((byte & 0x80) === 0) {
+        complete = true
+        break
+      }
+    }
+    const end = cursor + remaining
+    if (!complete || end > buf.length || (maximum > 0 && end - pos > maximum)) break
+    const packet = new MqttPacketClass()
+    if (type === 4) {
+      if (remaining !== 2) break
+      packet.cmd = 'puback'
+      packet.length = 2
+      packet.messageId = buf.readUInt16BE(cursor)
+      if (version === 5) packet.reasonCode = 0 // absent reason code: Success [MQTT-3.4.2.1]
+    } else {
+      const qos = (first >> 1) & 3
+      if (qos === 3) break
+      const topicLength = remaining >= 2 ? buf.readUInt16BE(cursor) : -1
+      let at = cursor + 2 + topicLength
+      if (topicLength < 0 || at + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) > end) break
+      // A 5.0 PUBLISH with properties is mqtt-packet's: only a zero property length is read here.
+      if (version === 5 && buf[at + (qos > 0 ? 2 : 0)] !== 0) break
+      packet.cmd = 'publish'
+      packet.retain = (first & 1) !== 0
+      packet.qos = qos
+      packet.dup = (first & 0x08) !== 0
+      packet.length = remaining
+      packet.topic = buf.toString('utf8', cursor + 2, at)
+      if (qos > 0) {
+        packet.messageId = buf.readUInt16BE(at)
+        at += 2
+      }
+      if (version === 5) at++
+      packet.payload = buf.subarray(at, end)
+    }
+    pos = end
+    this.emit('packet', packet)
+    // A listener may have ended the connection or made the parser fail: leave the rest to it.
+    if (this.error !== null) return 0
+  }
+  if (pos === buf.length) return 0
+  return mqttParse.call(this, pos === 0 ? buf : buf.subarray(pos))
 }
 
 /** Runs the outbound taps from `position` on, then writes. */
@@ -197,6 +337,9 @@ function install(): void {
     ;(parser as unknown as { _list: object })._list = new BufferList()
     // Registered before aedes adds its own 'packet' listener, so taps run first.
     parser.on('packet', onParsedPacket)
+    const lean = parser as unknown as { parse: typeof leanParse }
+    mqttParse ??= lean.parse
+    lean.parse = leanParse
     return parser
   } as ParserFactory
 
