@@ -8,6 +8,7 @@ import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
 import { pubackAfterPublish } from './mqtt/puback-order.js'
+import { installFastPublish } from './mqtt/fast-publish.js'
 import { shutdownNode, trackConnections } from './features/shutdown.js'
 import { tuneHeapGrowth } from './features/heap.js'
 
@@ -69,6 +70,8 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   markRedeliveries(aedes)
   // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).
   aedes.once('closed', pubackAfterPublish(aedes))
+  // PUBLISH → authorize → publish → PUBACK without aedes' handler chain (fast-publish.ts).
+  aedes.once('closed', installFastPublish(aedes))
   logClientConnections(aedes, log)
   const listeners: BoundListener[] = []
   const connections = trackConnections()

@@ -8,7 +8,7 @@ import { installFlowControl } from './flow-control.js'
 import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { installSubackOrder } from './suback-order.js'
-import { deliverAtHighestQos } from './overlap.js'
+import { deliverAtHighestQos, dedupeByMessage } from './overlap.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { topicMatches } from './topic.js'
 import { tapOutbound } from './wire.js'
@@ -108,7 +108,8 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
   return {
     name: 'mqtt-protocol',
     preConnect(client) {
-      // Before any subscription (restored ones included) captures the client's deliver0.
+      // Before any subscription (restored ones included) captures the client's deliver functions.
+      dedupeByMessage(internals(client))
       deliverAtHighestQos(internals(client))
     },
     authorizeSubscribe(client, sub) {

@@ -47,3 +47,35 @@ export function deliverAtHighestQos(client: AedesClient): void {
     deliver0.call(this, packet, done)
   }
 }
+
+/*
+ * aedes' de-duplication (lib/client.js `dedupe`) keeps, per client and publishing node, the highest
+ * message counter delivered, and drops any message with a lower one, as if it were a second copy.
+ * The counter is taken when a message is published, but a QoS 1/2 message is routed only after its
+ * copies for persistent sessions are stored (`enqueueOffline`: promises, and Redis round trips on a
+ * cluster), while a QoS 0 message published after it is routed at once: a subscriber that got the
+ * later QoS 0 message silently lost the earlier QoS 1 one. The copies of one message to one client
+ * are handed over one after the other, in the same synchronous pass (mqemitter calls every matching
+ * subscription for a message before the next message), so a copy is a duplicate exactly when its
+ * counter is the last one delivered to that client: anything else resets the record first.
+ */
+export function dedupeByMessage(client: AedesClient): void {
+  if (deduped.has(client)) return
+  deduped.add(client)
+  const duplicates = (client as AedesClient & { duplicates: Record<string, number> }).duplicates
+  const forget = (packet: AedesPublishPacket): void => {
+    const { brokerId, brokerCounter } = packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number }
+    if (brokerId !== undefined && duplicates[brokerId] !== brokerCounter) duplicates[brokerId] = 0
+  }
+  const { deliver0, deliverQoS } = client
+  client.deliver0 = function deliverOnce0(packet, done) {
+    forget(packet)
+    deliver0.call(this, packet, done)
+  }
+  client.deliverQoS = function deliverOnce(packet, done) {
+    forget(packet)
+    deliverQoS.call(this, packet, done)
+  }
+}
+
+const deduped = new WeakSet<object>()

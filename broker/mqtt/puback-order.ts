@@ -1,6 +1,6 @@
 import type { Aedes, Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
-import { tapInbound, tapOutbound } from './wire.js'
+import { handledFast, tapInbound, tapOutbound } from './wire.js'
 
 /*
  * A PUBACK only once the node owns the message. "The receiver … MUST respond with a PUBACK packet
@@ -23,6 +23,9 @@ import { tapInbound, tapOutbound } from './wire.js'
  * PUBACKs leave in the order their PUBLISH packets arrived, whatever order their publishes finish
  * in [MQTT-4.6.0-2]. A publish that fails (Redis refused the write) ends the connection and its
  * PUBACK is never sent: the client resends the message on its next connection [MQTT-4.4.0-1].
+ *
+ * The PUBLISH packets the broker decodes itself (mqtt/fast-publish.ts, most of them) are published
+ * first and acknowledged after; this covers the others (5.0 packets with properties, split ones).
  *
  * aedes reads a client's next packets once the publish has finished either way (its `done`), so
  * this adds no wait to the publisher's socket; its PUBACK comes after the stores rather than before.
@@ -52,6 +55,8 @@ export function pubackAfterPublish(broker: Aedes): () => void {
 
   const removeInbound = tapInbound({ cmds: ['publish'] }, (client, packet) => {
     if (packet.cmd !== 'publish' || packet.qos !== 1 || packet.messageId === undefined || !ours(client)) return
+    // mqtt/fast-publish.ts writes the PUBACK once the publish is done: nothing to hold.
+    if (handledFast(packet)) return
     let queue = pending.get(client)
     if (queue === undefined) pending.set(client, queue = [])
     queue.push({ messageId: packet.messageId, puback: undefined, published: false })

@@ -1,5 +1,5 @@
 import type { Client } from 'aedes'
-import { tapInbound, tapOutbound } from './wire.js'
+import { handledFast, tapInbound, tapOutbound } from './wire.js'
 
 /*
  * The node's own Receive Maximum, for 5.0 clients (aedes 2.0.0-beta.1 can advertise one but never
@@ -45,6 +45,9 @@ export function installReceiveMaximum({ receiveMaximum, onExceeded }: ReceiveMax
 
   const removeInbound = tapInbound({ cmds: ['publish'], mqtt5Only: true }, (client, packet) => {
     if (packet.cmd !== 'publish' || packet.qos === 0 || client.closed) return
+    // A QoS 1 PUBLISH the broker handles itself (mqtt/fast-publish.ts) is acknowledged as soon as it
+    // is published, as aedes acknowledged it as soon as it was read: neither counts here.
+    if (handledFast(packet)) return
     let state = states.get(client)
     if (state === undefined) states.set(client, state = { qos1: 0, qos2: undefined })
     if (packet.qos === 1) state.qos1++
@@ -55,7 +58,7 @@ export function installReceiveMaximum({ receiveMaximum, onExceeded }: ReceiveMax
 
   const removeAcks = tapOutbound({ cmds: ['puback', 'pubrec', 'pubcomp'], mqtt5Only: true }, (client, packet, send) => {
     const state = states.get(client)
-    if (state !== undefined) {
+    if (state !== undefined && !handledFast(packet)) {
       if (packet.cmd === 'puback') {
         if (state.qos1 > 0) state.qos1--
       } else if (packet.cmd === 'pubcomp' || (packet.cmd === 'pubrec' && (packet.reasonCode ?? 0) >= REASON_CODE_ERROR_THRESHOLD)) {

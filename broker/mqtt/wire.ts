@@ -241,6 +241,30 @@ interface ParserState {
  */
 let mqttParse: (this: ParserState, buf: Buffer) => number
 
+/** Takes decoded PUBLISH packets instead of aedes' handler (mqtt/fast-publish.ts), when it accepts them. */
+export interface PublishHandler {
+  accepts(client: Client, packet: Packet & { cmd: 'publish' }): boolean
+  take(client: Client, packet: Packet & { cmd: 'publish' }): void
+}
+
+let publishHandler: PublishHandler | undefined
+/** PUBLISH packets the handler took: their PUBACK follows the publish already (mqtt/puback-order.ts). */
+const handled = new WeakSet<object>()
+
+/** Installs the handler; returns the function that removes it. */
+export function setPublishHandler(handler: PublishHandler): () => void {
+  publishHandler = handler
+  return () => {
+    if (publishHandler === handler) publishHandler = undefined
+  }
+}
+
+/** The packet went through the publish handler, not aedes' own (a PUBLISH, or the PUBACK it wrote). */
+export const handledFast = (packet: object): boolean => handled.has(packet)
+
+/** Marks a packet the publish handler writes (its PUBACK). */
+export const markHandledFast = (packet: object): void => { handled.add(packet) }
+
 function leanParse(this: ParserState, buf: Buffer): number {
   if (this._stateCounter !== 0 || this._list.length !== 0 || this.error !== null || this.client === undefined) return mqttParse.call(this, buf)
   const version = this.settings.protocolVersion ?? 4
@@ -294,7 +318,16 @@ function leanParse(this: ParserState, buf: Buffer): number {
       packet.payload = buf.subarray(at, end)
     }
     pos = end
-    this.emit('packet', packet)
+    const client = this.client
+    const publish = packet as unknown as Packet & { cmd: 'publish' }
+    if (type === 3 && publishHandler !== undefined && publishHandler.accepts(client, publish)) {
+      handled.add(packet)
+      // The inbound taps see it as they see every packet, then the handler takes it instead of aedes.
+      onParsedPacket.call(this, packet)
+      if (!client.closed) publishHandler.take(client, publish)
+    } else {
+      this.emit('packet', packet)
+    }
     // A listener may have ended the connection or made the parser fail: leave the rest to it.
     if (this.error !== null) return 0
   }

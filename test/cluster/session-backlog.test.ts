@@ -83,3 +83,38 @@ test('no PUBACK before the message is stored: kill -9 of the node that could not
   await waitUntil('the message delivered', () => got.includes('owned'), 20_000)
   await Promise.all([sub.endAsync(), pub.endAsync()])
 })
+
+test('a persistent subscriber gets every QoS 1 message while QoS 0 messages to it are published at the same time', async (t) => {
+  /*
+   * aedes drops a message whose counter is below the last one a client got, as a second copy of
+   * it; a QoS 1 message waits for its copy in Redis before it is routed, and a QoS 0 message
+   * published meanwhile was routed first, so the QoS 1 message was dropped for that subscriber.
+   */
+  const [a] = nodes
+  const COUNT = 300
+  const sub = session(a.ports.mqtt, 'interleave-sub')
+  await new Promise((resolve) => sub.once('connect', resolve))
+  const got = new Set<string>()
+  let qos0 = 0
+  sub.on('message', (topic, payload) => {
+    if (topic === 'interleave/q1') got.add(payload.toString())
+    else qos0++
+  })
+  await sub.subscribeAsync('interleave/#', { qos: 1 })
+  const [p1, p0] = await Promise.all([
+    mqtt.connectAsync({ host: '127.0.0.1', port: a.ports.mqtt, protocolVersion: 4, reconnectPeriod: 0 }),
+    mqtt.connectAsync({ host: '127.0.0.1', port: a.ports.mqtt, protocolVersion: 4, reconnectPeriod: 0 }),
+  ])
+  const stopQos0 = setInterval(() => { for (let i = 0; i < 20; i++) p0.publish('interleave/q0', 'x', { qos: 0 }) }, 1)
+  try {
+    for (let i = 0; i < COUNT; i++) {
+      await p1.publishAsync('interleave/q1', String(i), { qos: 1 })
+    }
+  } finally {
+    clearInterval(stopQos0)
+  }
+  await waitUntil('every QoS 1 message delivered', () => got.size === COUNT, 15_000).catch(() => undefined)
+  t.diagnostic(`QoS 1: ${got.size} of ${COUNT} delivered, with ${qos0} QoS 0 messages interleaved`)
+  assert.equal(got.size, COUNT, 'every PUBACKed QoS 1 message reaches the persistent subscriber')
+  await Promise.all([p1.endAsync(), p0.endAsync(), sub.endAsync()])
+})

@@ -1,0 +1,137 @@
+import type { Aedes, Client } from 'aedes'
+import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet'
+import { markHandledFast, setPublishHandler } from './wire.js'
+
+/*
+ * The hot path of an inbound PUBLISH, without aedes' generic handler chain. aedes 2.0.0-beta.1
+ * handles a QoS 1 PUBLISH as: write the PUBACK, wait an event-loop turn (its write() calls back
+ * from a setImmediate), then publish (lib/handlers/publish.js enqueuePublish). That acknowledges
+ * the message before the node owns it [MQTT-4.3.2-4] (mqtt/puback-order.ts holds such PUBACKs back)
+ * and delays every delivery by a turn.
+ *
+ * Here, for a PUBLISH that wire.ts decoded itself (3.1.1, or 5.0 without properties), whose topic is
+ * valid, whose QoS is 0 or 1 and which comes from a connected client: authorize (the same hooks), publish, and only then
+ * write the PUBACK — in the order the PUBLISH packets arrived [MQTT-4.6.0-2], as each one waits
+ * for its own publish and aedes reads the connection's next packets only once they are all done.
+ * What aedes' handler does besides is kept: the keep-alive timer is refreshed, a refused 5.0
+ * publish gets PUBACK 0x87 with a Reason String and stays connected (3.1.1: the connection is
+ * closed), a failed publish ends the connection without a PUBACK (the client resends). Anything
+ * else goes through aedes unchanged.
+ */
+
+interface ClientInternals {
+  readonly broker: Aedes
+  readonly conn: NodeJS.WritableStream
+  readonly closed: boolean
+  readonly connected: boolean
+  readonly connecting: boolean
+  readonly connackSent?: boolean
+  readonly errored: boolean
+  readonly version: number | null
+  readonly _wireVersion: number | null
+  readonly _parser: { _queue: unknown[] | null }
+  readonly _requestProblemInformation?: boolean
+  readonly _keepaliveInterval: number
+  readonly _keepaliveTimer: { refresh(): void } | null
+  _parsingBatch: number
+  _nextBatch(err?: Error | null): void
+  waitForDrain(done: (err?: Error | null) => void): void
+  emit(event: string, ...args: unknown[]): boolean
+}
+
+type Done = (err?: Error | null) => void
+
+const NOT_AUTHORIZED = 0x87
+const WRITE_OPTIONS: Record<number, { protocolVersion: number }> = {
+  3: Object.freeze({ protocolVersion: 3 }),
+  4: Object.freeze({ protocolVersion: 4 }),
+  5: Object.freeze({ protocolVersion: 5 }),
+}
+
+class PubAck {
+  readonly cmd = 'puback'
+  reasonCode?: number
+  properties?: { reasonString: string }
+  constructor(readonly messageId: number) {}
+}
+
+const fastPubAck = (messageId: number): Packet => {
+  const ack = new PubAck(messageId)
+  markHandledFast(ack)
+  return ack as unknown as Packet
+}
+
+/** aedes' write(): serialize through mqtt-packet (and so wire.ts), call back after a turn or on drain. */
+function write(client: ClientInternals, packet: Packet, done: Done): void {
+  if (!client.connecting && !client.connected) {
+    setImmediate(done, new Error('connection closed'))
+    return
+  }
+  const written = (mqttPacket as unknown as { writeToStream(p: Packet, s: NodeJS.WritableStream, o: object): boolean })
+    .writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
+  if (!written && !client.errored) client.waitForDrain(done)
+  else setImmediate(done, null)
+}
+
+export function installFastPublish(broker: Aedes): () => void {
+  const maxTopicLevels = (broker as unknown as { maxTopicLevels: number }).maxTopicLevels
+  // Looked up per call: other features (puback-order.ts) wrap broker.publish too.
+  const target = broker as unknown as { publish(packet: IPublishPacket, client: Client, done: Done): void }
+
+  /** What aedes' handlePublish checks before anything else; a failing packet goes to aedes for its error path. */
+  const accepts = (c: Client, packet: IPublishPacket): boolean => {
+    const client = c as unknown as ClientInternals
+    // QoS 2 (PUBREC, the stored packet identifier) stays with aedes.
+    if (packet.qos > 1 || !client.connected || client.connackSent !== true || client.closed || client._parser._queue !== null) return false
+    const topic = packet.topic
+    if (topic.length === 0) return false
+    let levels = 1
+    for (let i = 0; i < topic.length; i++) {
+      const code = topic.charCodeAt(i)
+      if (code === 47) levels++ // '/'
+      else if (code === 35 || code === 43) return false // '#', '+' [MQTT-3.3.2-2]
+    }
+    return levels <= maxTopicLevels
+  }
+
+  const take = (c: Client, packet: IPublishPacket): void => {
+    const client = c as unknown as ClientInternals
+    // As aedes' parser listener does: the connection's next read waits for this packet.
+    client._parsingBatch++
+    const done: Done = (err) => client._nextBatch(err)
+    if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh()
+    broker.authorizePublish(c, packet as never, (err?: Error | null) => {
+      if (err) {
+        refused(client, packet, err, done)
+        return
+      }
+      if (packet.qos === 0) {
+        target.publish(packet, c, done)
+        return
+      }
+      target.publish(packet, c, (publishError?: Error | null) => {
+        if (publishError) done(publishError)
+        else write(client, fastPubAck(packet.messageId!), done)
+      })
+    })
+  }
+
+  /** aedes' authorizePublish refusal: 3.1.1 closes; 5.0 answers QoS 1 with 0x87 and goes on. */
+  const refused = (client: ClientInternals, packet: IPublishPacket, err: Error, done: Done): void => {
+    if (client.version !== 5) {
+      done(err)
+      return
+    }
+    client.broker.emit('clientError', client, err)
+    if (packet.qos === 0) {
+      done()
+      return
+    }
+    const ack = new PubAck(packet.messageId!)
+    ack.reasonCode = NOT_AUTHORIZED
+    if (err.message && client._requestProblemInformation !== false) ack.properties = { reasonString: err.message }
+    write(client, ack as unknown as Packet, () => done())
+  }
+
+  return setPublishHandler({ accepts, take })
+}
