@@ -1,5 +1,6 @@
 import type { Aedes, Client } from 'aedes'
-import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet'
+import type { IPublishPacket, Packet } from 'mqtt-packet'
+import { writeLikeAedes } from './aedes-write.js'
 import { markHandledFast, setPublishHandler } from './wire.js'
 
 /*
@@ -42,11 +43,6 @@ interface ClientInternals {
 type Done = (err?: Error | null) => void
 
 const NOT_AUTHORIZED = 0x87
-const WRITE_OPTIONS: Record<number, { protocolVersion: number }> = {
-  3: Object.freeze({ protocolVersion: 3 }),
-  4: Object.freeze({ protocolVersion: 4 }),
-  5: Object.freeze({ protocolVersion: 5 }),
-}
 
 class PubAck {
   readonly cmd = 'puback'
@@ -61,17 +57,7 @@ const fastPubAck = (messageId: number): Packet => {
   return ack as unknown as Packet
 }
 
-/** aedes' write(): serialize through mqtt-packet (and so wire.ts), call back after a turn or on drain. */
-function write(client: ClientInternals, packet: Packet, done: Done): void {
-  if (!client.connecting && !client.connected) {
-    setImmediate(done, new Error('connection closed'))
-    return
-  }
-  const written = (mqttPacket as unknown as { writeToStream(p: Packet, s: NodeJS.WritableStream, o: object): boolean })
-    .writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
-  if (!written && !client.errored) client.waitForDrain(done)
-  else setImmediate(done, null)
-}
+const write = (client: ClientInternals, packet: Packet, done: Done): void => writeLikeAedes(client, packet, done)
 
 export function installFastPublish(broker: Aedes): () => void {
   const maxTopicLevels = (broker as unknown as { maxTopicLevels: number }).maxTopicLevels

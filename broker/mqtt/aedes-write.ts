@@ -1,0 +1,36 @@
+import mqttPacket, { type Packet } from 'mqtt-packet'
+
+/*
+ * aedes' own write() (lib/write.js, not exported by its package), for the paths FleetMQ runs in
+ * its place (mqtt/fast-publish.ts, mqtt/deliver.ts): serialize through mqtt-packet's
+ * writeToStream (and so through wire.ts' taps and lean encoder) with the connection's protocol
+ * version, and call back after a turn, or once the socket drained when it asked to wait.
+ */
+
+export interface WritableClient {
+  readonly conn: NodeJS.WritableStream
+  readonly connected: boolean
+  readonly connecting: boolean
+  readonly errored: boolean
+  readonly _wireVersion: number | null
+  waitForDrain(done: (err?: Error | null) => void): void
+}
+
+const WRITE_OPTIONS: Record<number, { protocolVersion: number }> = {
+  3: Object.freeze({ protocolVersion: 3 }),
+  4: Object.freeze({ protocolVersion: 4 }),
+  5: Object.freeze({ protocolVersion: 5 }),
+}
+
+const module = mqttPacket as unknown as { writeToStream(p: Packet, s: NodeJS.WritableStream, o: object): boolean }
+
+export function writeLikeAedes(client: WritableClient, packet: Packet, done: (err?: Error | null) => void): void {
+  if (!client.connecting && !client.connected) {
+    setImmediate(done, new Error('connection closed'))
+    return
+  }
+  // Looked up at call time: wire.ts replaces writeToStream on the module object.
+  const written = module.writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
+  if (!written && !client.errored) client.waitForDrain(done)
+  else setImmediate(done, null)
+}
