@@ -52,6 +52,30 @@ export async function freePort(): Promise<number> {
   return port
 }
 
+/*
+ * --realtime: the main thread of each broker process (once it listens) and of each generator (once
+ * it runs) gets SCHED_FIFO priority 20 with `chrt`. Only the main thread: threads the process
+ * started before (V8's GC and compiler workers) keep the normal policy, so they cannot hold the core
+ * against the event loop. The environment variable tells the generator to do it to itself.
+ */
+// Not FLEETMQ_…: the broker reads those as configuration.
+export const REALTIME_ENV = 'BENCH_REALTIME'
+const REALTIME_PRIORITY = '20'
+
+export function enableRealtime(): void {
+  process.env[REALTIME_ENV] = '1'
+}
+
+/** Makes the main thread of `pid` SCHED_FIFO when --realtime is on; fails with the fix otherwise. */
+export function makeRealtime(pid: number): void {
+  if (process.env[REALTIME_ENV] !== '1') return
+  try {
+    execFileSync('chrt', ['-f', '-p', REALTIME_PRIORITY, String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] })
+  } catch (err) {
+    throw new Error(`--realtime: chrt -f -p ${REALTIME_PRIORITY} ${pid} failed (${(err as Error).message.trim()}); it needs root or CAP_SYS_NICE: run without --realtime`)
+  }
+}
+
 /** Spawns `command` with the open-files limit raised to the hard limit, pinned to `cpus` (taskset keeps the PID). */
 export function spawnPinned(cpus: string, command: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess {
   return spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec taskset -c "$0" "$@"', cpus, command, ...args], {
@@ -101,6 +125,7 @@ async function startProcess(name: string, cpus: string, command: string, args: r
   child.stdin?.end()
   try {
     await waitForPort(child, name, port, () => stderr)
+    makeRealtime(child.pid as number)
   } catch (err) {
     await stopProcess(child)
     throw err

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { performance } from 'node:perf_hooks'
+import { makeRealtime } from './brokers.js'
 import { PacketType, PublishTemplate, WireClient, publishLayout, writePuback, type Endpoint } from './wire.js'
 import {
   RELEASE,
@@ -335,6 +336,8 @@ function run(job: Job): Promise<JobResult> {
 
 const first = await lines.next()
 if (first.done) throw new Error('the generator expects a job as one JSON line on stdin')
+// --realtime (bench/brokers.ts): this main thread, started by now, takes its core first.
+makeRealtime(process.pid)
 const result = await run(JSON.parse(first.value) as Job)
 emit({ event: 'result', result })
 input.close()

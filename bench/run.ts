@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util'
 import { availableParallelism, loadavg } from 'node:os'
-import { BROKER_SETUPS, openFilesLimit, type BrokerSetup } from './brokers.js'
+import { BROKER_SETUPS, enableRealtime, openFilesLimit, type BrokerSetup } from './brokers.js'
 import { PROFILES, SCENARIOS, type Metric, type Scenario, type ScenarioRun, type Target } from './scenarios.js'
 
 /*
@@ -18,7 +18,10 @@ const USAGE = `usage: npm run bench -- [--quick] [--json] [--runs N] [--only SCE
   --only IDS       scenarios to run: ${SCENARIOS.map((s) => s.id).join(', ')}
   --brokers IDS    broker setups, the first being the reference: ${BROKER_SETUPS.map((b) => b.id).join(', ')}
   --broker-cpus C  cores for the brokers (taskset list, default 0)
-  --generator-cpus C  cores for the load generator (default 1)`
+  --generator-cpus C  cores for the load generator (default 1)
+  --realtime       run the main thread of every broker and generator process SCHED_FIFO (needs root
+                   or CAP_SYS_NICE): a diagnostic for a busy machine, where other processes would
+                   otherwise take the pinned cores; the targets are judged without it`
 
 function fail(message: string): never {
   process.stderr.write(`${message}\n${USAGE}\n`)
@@ -146,6 +149,7 @@ async function main(): Promise<void> {
           brokers: { type: 'string' },
           'broker-cpus': { type: 'string', default: '0' },
           'generator-cpus': { type: 'string', default: '1' },
+          realtime: { type: 'boolean', default: false },
           help: { type: 'boolean', default: false },
         },
       })
@@ -168,6 +172,7 @@ async function main(): Promise<void> {
   const scenarios: Scenario[] = pick(SCENARIOS, values.only, '--only')
   const setups: BrokerSetup[] = pick(BROKER_SETUPS, values.brokers, '--brokers')
   if (setups.length < 2) fail('--brokers: give a reference and at least one broker to compare with it')
+  if (values.realtime) enableRealtime()
   const ctx = { profile, generatorCpus: values['generator-cpus'] }
   const log = (message: string): void => { process.stderr.write(`${message}\n`) }
   const loadBefore = loadavg()[0]
@@ -206,6 +211,7 @@ async function main(): Promise<void> {
     brokers: setups.map((s) => ({ id: s.id, label: s.label })),
     brokerCpus: values['broker-cpus'],
     generatorCpus: values['generator-cpus'],
+    realtime: values.realtime,
     loadAverage: { before: loadBefore, after: loadavg()[0] },
     seconds: (Date.now() - started) / 1000,
     rows,
@@ -225,7 +231,8 @@ async function main(): Promise<void> {
       }
       process.stdout.write('\n')
     }
-    process.stdout.write(`${profile.runs} run(s) per scenario and broker, medians; brokers on CPU ${summary.brokerCpus}, generator on CPU ${summary.generatorCpus}; `
+    process.stdout.write(`${profile.runs} run(s) per scenario and broker, medians; brokers on CPU ${summary.brokerCpus}, generator on CPU ${summary.generatorCpus}`
+      + `${values.realtime ? ' (main threads SCHED_FIFO: --realtime)' : ''}; `
       + `load average ${loadBefore.toFixed(2)} → ${summary.loadAverage.after.toFixed(2)}; ${summary.seconds.toFixed(0)} s\n`)
   }
   if (incomplete.length) {
