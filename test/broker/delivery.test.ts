@@ -1,9 +1,9 @@
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { IPublishPacket, Packet } from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
+import { brokerForFile } from '../helpers/fleetmq.js'
 import { rawConnect } from '../helpers/raw-mqtt.js'
 
 /*
@@ -13,21 +13,12 @@ import { rawConnect } from '../helpers/raw-mqtt.js'
  * published.
  */
 
-let broker: RunningFleetmq
-let port: number
+const file = brokerForFile({ args: ['--allow-anonymous'] })
 let seq = 0
 const topicOf = (name: string): string => `fp/${name}-${process.pid}-${++seq}`
 const isPublish = (p: Packet): p is IPublishPacket => p.cmd === 'publish'
 
-before(async () => {
-  broker = await startFleetmq({ args: ['--allow-anonymous'] })
-  port = broker.ports.mqtt
-})
-after(async () => {
-  assert.equal(await broker.stop(), 0)
-})
-
-const connect = (options: mqtt.IClientOptions = {}) => mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0, ...options })
+const connect = (options: mqtt.IClientOptions = {}) => mqtt.connectAsync(`mqtt://127.0.0.1:${file.port}`, { reconnectPeriod: 0, ...options })
 
 test('500 QoS 1 messages published in one burst arrive once each, in order', async () => {
   const topic = topicOf('order')
@@ -49,7 +40,7 @@ for (const version of [4, 5] as const) {
     const topic = topicOf(`resend${version}`)
     const clientId = `fp-resend-${version}-${process.pid}-${seq}`
     const session = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false }
-    const first = await rawConnect(port, { clientId, ...session }, version)
+    const first = await rawConnect(file.port, { clientId, ...session }, version)
     first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] })
     await first.waitFor((p) => p.cmd === 'suback')
     const pub = await connect({ protocolVersion: version })
@@ -61,7 +52,7 @@ for (const version of [4, 5] as const) {
     await first.closed
     await sleep(200)
     await pub.publishAsync(topic, 'queued', { qos: 1 })
-    const second = await rawConnect(port, { clientId, ...session }, version)
+    const second = await rawConnect(file.port, { clientId, ...session }, version)
     const again = await second.waitFor<IPublishPacket>((p) => isPublish(p) && p.topic === topic)
     const queued = await second.waitFor<IPublishPacket>((p) => isPublish(p) && p.topic === topic && p.payload.toString() === 'queued')
     assert.equal(queued.dup, false, 'a message queued while the client was away is a first delivery')
@@ -99,7 +90,7 @@ test('MQTT 5.0 No Local: a client subscribed with noLocal does not get its own m
 for (const [zero, one] of [['+', 'b'], ['+', '#'], ['#', '+']] as const) {
   test(`overlapping subscriptions (a/${zero} at QoS 0 and a/${one} at QoS 1, 3.1.1) deliver one copy of each message, at the highest QoS that matches and never above the QoS published [MQTT-3.3.4-2]`, async () => {
     const base = topicOf('overlap')
-    const sub = await rawConnect(port, { clientId: `fp-overlap-${process.pid}-${seq}`, clean: true }, 4)
+    const sub = await rawConnect(file.port, { clientId: `fp-overlap-${process.pid}-${seq}`, clean: true }, 4)
     sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/${zero}`, qos: 0 }, { topic: `${base}/${one}`, qos: 1 }] })
     await sub.waitFor((p) => p.cmd === 'suback')
     const pub = await connect({ protocolVersion: 4 })

@@ -1,8 +1,8 @@
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { IPublishPacket, Packet } from 'mqtt-packet'
+import type { IPublishPacket } from 'mqtt-packet'
 import mqtt from 'mqtt'
-import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
+import { brokerForFile } from '../helpers/fleetmq.js'
 import { encode, rawClient } from '../helpers/raw-client.js'
 import { runProgram } from '../helpers/program.js'
 
@@ -16,22 +16,12 @@ import { runProgram } from '../helpers/program.js'
  * aedes' QoS 0 path is the shorter one.
  */
 
-let broker: RunningFleetmq
-let port: number
+const file = brokerForFile({ args: ['--allow-anonymous'] })
 let seq = 0
 const topicOf = (name: string): string => `wire/${name}-${process.pid}-${++seq}`
-const isPublish = (p: Packet): p is IPublishPacket => p.cmd === 'publish'
-
-before(async () => {
-  broker = await startFleetmq({ args: ['--allow-anonymous'] })
-  port = broker.ports.mqtt
-})
-after(async () => {
-  assert.equal(await broker.stop(), 0)
-})
 
 const subscriber = async (filter: string, protocolVersion: 4 | 5) => {
-  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion, reconnectPeriod: 0 })
+  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${file.port}`, { protocolVersion, reconnectPeriod: 0 })
   const got: { topic: string; payload: string; packet: IPublishPacket }[] = []
   client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), packet }))
   await client.subscribeAsync(filter, { qos: 1 })
@@ -46,7 +36,7 @@ const subscriber = async (filter: string, protocolVersion: 4 | 5) => {
 test('3.1.1: publishes, a SUBSCRIBE and more publishes in one segment are handled in order', async () => {
   const base = topicOf('mixed')
   const sub = await subscriber(`${base}/#`, 4)
-  const raw = await rawClient(port, 4)
+  const raw = await rawClient(file.port, 4)
   await raw.connect({ clientId: `wire-mixed-${process.pid}`, protocolVersion: 4 })
   const segment = Buffer.concat([
     encode({ cmd: 'publish', topic: `${base}/a`, payload: Buffer.from('one'), qos: 1, messageId: 1, retain: false, dup: false }, 4),
@@ -70,7 +60,7 @@ test('3.1.1: publishes, a SUBSCRIBE and more publishes in one segment are handle
   // PUBACKs in the order of their PUBLISH packets [MQTT-4.6.0-2] (a SUBACK may come between).
   assert.deepEqual(raw.received.filter((p) => p.cmd === 'puback').map((p) => p.messageId), [1, 3, 4])
   // The retained copy, as a new subscriber (a third-party client) gets it.
-  const retained = await runProgram('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-V', 'mqttv311', '-t', `${base}/r`, '-C', '1', '-W', '5', '-v'], 10_000)
+  const retained = await runProgram('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(file.port), '-V', 'mqttv311', '-t', `${base}/r`, '-C', '1', '-W', '5', '-v'], 10_000)
   assert.equal(retained.stdout.trim(), `${base}/r four`)
   raw.destroy()
   await sub.client.endAsync()
@@ -79,7 +69,7 @@ test('3.1.1: publishes, a SUBSCRIBE and more publishes in one segment are handle
 test('3.1.1: a segment cut at every byte still delivers each message once, in order', async () => {
   const base = topicOf('split')
   const sub = await subscriber(`${base}/+`, 4)
-  const raw = await rawClient(port, 4)
+  const raw = await rawClient(file.port, 4)
   await raw.connect({ clientId: `wire-split-${process.pid}`, protocolVersion: 4 })
   const bytes = Buffer.concat(Array.from({ length: 6 }, (_, i) =>
     encode({ cmd: 'publish', topic: `${base}/${i}`, payload: Buffer.alloc(200 + i, 0x61 + i), qos: (i % 2) as 0 | 1, messageId: i + 1, retain: false, dup: false }, 4)))
@@ -101,7 +91,7 @@ test('3.1.1: a segment cut at every byte still delivers each message once, in or
 test('5.0: publishes with and without properties in one segment keep their order and properties', async () => {
   const base = topicOf('props')
   const sub = await subscriber(`${base}/#`, 5)
-  const raw = await rawClient(port, 5)
+  const raw = await rawClient(file.port, 5)
   await raw.connect({ clientId: `wire-props-${process.pid}`, protocolVersion: 5 })
   const publish = (n: number, properties?: IPublishPacket['properties']): Buffer =>
     encode({ cmd: 'publish', topic: `${base}/${n}`, payload: Buffer.from(`m${n}`), qos: 1, messageId: n, retain: false, dup: false, properties }, 5)
@@ -137,7 +127,7 @@ test('malformed publishes in a segment after good ones: the good ones are delive
     ['topic past the end', Buffer.from([0x30, 0x04, 0x00, 0x09, 0x78, 0x79])],
   ]
   for (const [name, bad] of cases) {
-    const raw = await rawClient(port, 4)
+    const raw = await rawClient(file.port, 4)
     await raw.connect({ clientId: `wire-bad-${process.pid}`, protocolVersion: 4 })
     raw.sendRaw(Buffer.concat([encode({ cmd: 'publish', topic: `${base}/ok`, payload: Buffer.from(name), qos: 0, retain: false, dup: false }, 4), bad]))
     await raw.closed(5_000)

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { before, after } from 'node:test'
+import assert from 'node:assert/strict'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
 
@@ -140,6 +141,11 @@ export function nextEvent<T extends unknown[]>(client: MqttClient, event: 'disco
  * and after hooks and returns the array, filled before the first test runs.
  */
 export function clusterOnRedis(count: number): RunningFleetmq[] {
+  return clusterWithRedis(count).nodes
+}
+
+/** clusterOnRedis, with its Redis server (for tests that talk to Redis themselves). */
+export function clusterWithRedis(count: number): { readonly nodes: RunningFleetmq[]; redis(): RedisServer } {
   const nodes: RunningFleetmq[] = []
   let redis: RedisServer | undefined
   before(async () => {
@@ -150,5 +156,5 @@ export function clusterOnRedis(count: number): RunningFleetmq[] {
     await stopAll(nodes)
     if (redis) await stopRedis(redis)
   })
-  return nodes
+  return { nodes, redis: () => redis ?? assert.fail('the cluster\'s Redis is not started yet') }
 }

@@ -1,9 +1,8 @@
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
-import type { RunningFleetmq } from '../helpers/fleetmq.js'
-import { redisCli, startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { startNodes, stopAll, waitUntil } from './nodes.js'
+import { redisCli } from '../helpers/redis.js'
+import { clusterWithRedis, waitUntil } from './nodes.js'
 
 /*
  * No PUBACKed QoS 1 message to a persistent session may be lost (found with kill -9 of a node
@@ -15,16 +14,7 @@ import { startNodes, stopAll, waitUntil } from './nodes.js'
  *   acknowledged it, and the publisher resends it elsewhere [MQTT-4.3.2-4].
  */
 
-let redis: RedisServer
-let nodes: RunningFleetmq[] = []
-before(async () => {
-  redis = await startRedis()
-  nodes = await startNodes(2, { redis: redis.url })
-})
-after(async () => {
-  await stopAll(nodes)
-  await stopRedis(redis)
-})
+const { nodes, redis } = clusterWithRedis(2)
 
 const session = (port: number, clientId: string, extra: mqtt.IClientOptions = {}) =>
   mqtt.connect({ host: '127.0.0.1', port, protocolVersion: 5, clientId, clean: false, properties: { sessionExpiryInterval: 600 }, reconnectPeriod: 0, connectTimeout: 20_000, ...extra })
@@ -70,7 +60,7 @@ test('no PUBACK before the message is stored: kill -9 of the node that could not
   await new Promise((resolve) => pub.once('connect', resolve))
 
   // Redis holds every write for 4 s: node B cannot store the message for the persistent session.
-  await redisCli(redis.port, 'CLIENT', 'PAUSE', '4000', 'WRITE')
+  await redisCli(redis().port, 'CLIENT', 'PAUSE', '4000', 'WRITE')
   let acked = false
   const publishing = pub.publishAsync('ownership/x', 'owned', { qos: 1 }).then(() => { acked = true })
   await new Promise((resolve) => setTimeout(resolve, 1_500))

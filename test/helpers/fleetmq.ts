@@ -3,6 +3,7 @@ import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { after, before } from 'node:test'
 import { stringify as toYaml } from 'yaml'
 
 /** The installed entry point, run as a user runs it. */
@@ -148,5 +149,26 @@ export async function startFleetmq(options: StartOptions = {}): Promise<RunningF
       const [code] = (await exited) as [number | null]
       return code
     },
+  }
+}
+
+/**
+ * One broker for a whole test file: started before its first test, stopped (exit code 0 asserted)
+ * after its last. Read `broker` and `port` inside tests.
+ */
+export function brokerForFile(options: StartOptions = {}): { readonly broker: RunningFleetmq; readonly port: number } {
+  let running: RunningFleetmq | undefined
+  before(async () => {
+    running = await startFleetmq(options)
+  })
+  after(async () => {
+    if (running === undefined) return
+    const code = await running.stop()
+    if (code !== 0) throw new Error(`the broker exited with ${code}`)
+  })
+  const started = (): RunningFleetmq => running ?? (() => { throw new Error('the file\'s broker is not started yet') })()
+  return {
+    get broker() { return started() },
+    get port() { return started().ports.mqtt },
   }
 }
