@@ -10,11 +10,13 @@ import { markHandledFast, setPublishHandler } from './wire.js'
  * the message before the node owns it [MQTT-4.3.2-4] (mqtt/puback-order.ts holds such PUBACKs back)
  * and delays every delivery by a turn.
  *
- * Here, for a PUBLISH that wire.ts decoded itself (3.1.1, or 5.0 without properties), whose topic is
- * valid, whose QoS is 0 or 1 and which comes from a connected client: authorize (the same hooks), publish, and only then
- * write the PUBACK — in the order the PUBLISH packets arrived [MQTT-4.6.0-2], as each one waits
- * for its own publish and aedes reads the connection's next packets only once they are all done.
- * What aedes' handler does besides is kept: the keep-alive timer is refreshed, a refused 5.0
+ * Here, for a PUBLISH that wire.ts decoded itself (3.1.1, or 5.0 without properties), whose topic
+ * is valid, whose QoS is 0 or 1 and which comes from a connected client: authorize (the same
+ * hooks), publish, and only then write the PUBACK. Each PUBACK follows its own publish, so two
+ * publishes of one read that finish in a different order (one of them waiting for Redis writes)
+ * are acknowledged in that order: the PUBACK ordering rule [MQTT-4.6.0-2] binds the client ("A
+ * Client MUST follow these rules", §4.6), and aedes reads the connection's next packets only once
+ * all of them are done. What aedes' handler does besides is kept: the keep-alive timer is refreshed, a refused 5.0
  * publish gets PUBACK 0x87 with a Reason String and stays connected (3.1.1: the connection is
  * closed), a failed publish ends the connection without a PUBACK (the client resends). Anything
  * else goes through aedes unchanged.

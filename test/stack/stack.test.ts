@@ -23,9 +23,16 @@ interface Ready {
   stateDir: string
 }
 
+/*
+ * Below Linux's ephemeral range (ip_local_port_range, 32768–60999 by default): the other test files
+ * listen on port 0 and connect from ephemeral ports, and one of those once took a port of this
+ * stack between its first start and its restart on the same ports (haproxy: address in use).
+ */
+const EPHEMERAL_LOW = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+
 async function freeBase(): Promise<number> {
   for (;;) {
-    const base = 30_000 + Math.floor(Math.random() * 300) * 100
+    const base = 10_000 + Math.floor(Math.random() * ((EPHEMERAL_LOW - 10_100) / 100)) * 100
     if ((await portsInUse(allPorts(planStack(base, 3)))).length === 0) return base
   }
 }
