@@ -22,7 +22,7 @@ const WRITE_OPTIONS: Record<number, { protocolVersion: number }> = {
   5: Object.freeze({ protocolVersion: 5 }),
 }
 
-const module = mqttPacket as unknown as { writeToStream(p: Packet, s: NodeJS.WritableStream, o: object): boolean }
+const serializer = mqttPacket as unknown as { writeToStream(p: Packet, s: NodeJS.WritableStream, o: object): boolean }
 
 export function writeLikeAedes(client: WritableClient, packet: Packet, done: (err?: Error | null) => void): void {
   if (!client.connecting && !client.connected) {
@@ -30,7 +30,7 @@ export function writeLikeAedes(client: WritableClient, packet: Packet, done: (er
     return
   }
   // Looked up at call time: wire.ts replaces writeToStream on the module object.
-  const written = module.writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
+  const written = serializer.writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
   if (!written && !client.errored) client.waitForDrain(done)
   else setImmediate(done, null)
 }

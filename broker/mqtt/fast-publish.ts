@@ -59,8 +59,6 @@ const fastPubAck = (messageId: number): Packet => {
   return ack as unknown as Packet
 }
 
-const write = (client: ClientInternals, packet: Packet, done: Done): void => writeLikeAedes(client, packet, done)
-
 export function installFastPublish(broker: Aedes): () => void {
   const maxTopicLevels = (broker as unknown as { maxTopicLevels: number }).maxTopicLevels
   // Looked up per call: other features (puback-order.ts) wrap broker.publish too.
@@ -99,7 +97,7 @@ export function installFastPublish(broker: Aedes): () => void {
       }
       target.publish(packet, c, (publishError?: Error | null) => {
         if (publishError) done(publishError)
-        else write(client, fastPubAck(packet.messageId!), done)
+        else writeLikeAedes(client, fastPubAck(packet.messageId!), done)
       })
     })
   }
@@ -115,10 +113,10 @@ export function installFastPublish(broker: Aedes): () => void {
       done()
       return
     }
-    const ack = new PubAck(packet.messageId!)
+    const ack = fastPubAck(packet.messageId!) as unknown as PubAck
     ack.reasonCode = NOT_AUTHORIZED
     if (err.message && client._requestProblemInformation !== false) ack.properties = { reasonString: err.message }
-    write(client, ack as unknown as Packet, () => done())
+    writeLikeAedes(client, ack as unknown as Packet, () => done())
   }
 
   return setPublishHandler({ accepts, take })

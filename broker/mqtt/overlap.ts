@@ -62,20 +62,22 @@ export function deliverAtHighestQos(client: AedesClient): void {
 export function dedupeByMessage(client: AedesClient): void {
   if (deduped.has(client)) return
   deduped.add(client)
-  const duplicates = (client as AedesClient & { duplicates: Record<string, number> }).duplicates
-  const forget = (packet: AedesPublishPacket): void => {
-    const { brokerId, brokerCounter } = packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number }
-    if (brokerId !== undefined && duplicates[brokerId] !== brokerCounter) duplicates[brokerId] = 0
-  }
   const { deliver0, deliverQoS } = client
   client.deliver0 = function deliverOnce0(packet, done) {
-    forget(packet)
+    forgetUnlessSame(client, packet)
     deliver0.call(this, packet, done)
   }
   client.deliverQoS = function deliverOnce(packet, done) {
-    forget(packet)
+    forgetUnlessSame(client, packet)
     deliverQoS.call(this, packet, done)
   }
+}
+
+/** Resets aedes' record for the publishing node unless `packet` is the message it last delivered. */
+function forgetUnlessSame(client: AedesClient, packet: AedesPublishPacket): void {
+  const duplicates = (client as AedesClient & { duplicates: Record<string, number> }).duplicates
+  const { brokerId, brokerCounter } = packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number }
+  if (brokerId !== undefined && duplicates[brokerId] !== brokerCounter) duplicates[brokerId] = 0
 }
 
 const deduped = new WeakSet<object>()
