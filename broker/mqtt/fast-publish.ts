@@ -1,7 +1,7 @@
 import type { Aedes, Client } from 'aedes'
 import type { IPublishPacket, Packet } from 'mqtt-packet'
 import { writeLikeAedes } from './aedes-write.js'
-import { markHandledFast, setPublishHandler } from './wire.js'
+import { setPublishHandler } from './wire.js'
 
 /*
  * The hot path of an inbound PUBLISH, without aedes' generic handler chain. aedes 2.0.0-beta.1
@@ -48,15 +48,15 @@ const NOT_AUTHORIZED = 0x87
 
 class PubAck {
   readonly cmd = 'puback'
+  /** Written by the fast path: its PUBACK follows the publish already (wire.ts handledFast). */
+  readonly fleetmqFast = true
   reasonCode?: number
   properties?: { reasonString: string }
   constructor(readonly messageId: number) {}
 }
 
 const fastPubAck = (messageId: number): Packet => {
-  const ack = new PubAck(messageId)
-  markHandledFast(ack)
-  return ack as unknown as Packet
+  return new PubAck(messageId) as unknown as Packet
 }
 
 export function installFastPublish(broker: Aedes): () => void {
