@@ -68,14 +68,19 @@ export interface LatencyJob {
   /** Messages per second. */
   readonly rate: number
   readonly payloadBytes: number
+  /** From the first message to the measured (steady) window. */
   readonly warmupMs: number
   readonly windowMs: number
+  /** From the first message to a second window of `windowMs`, reported as `firstP99Ms`. */
+  readonly firstWindowFromMs: number
 }
 
 export interface LatencyResult {
   readonly kind: 'latency'
   readonly p50Ms: number
   readonly p99Ms: number
+  /** p99 of the messages sent in the first window, while the broker is still warming up. */
+  readonly firstP99Ms: number
   /** Latencies recorded in the window. */
   readonly samples: number
   readonly sent: number

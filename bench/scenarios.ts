@@ -34,13 +34,22 @@ const CLUSTER_P99_MS = 2
 export interface Profile {
   readonly runs: number
   readonly warmupMs: number
+  /**
+   * The latency scenario's own warm-up. At 2,000 msg/s a broker sees in 1 s what the throughput
+   * scenarios send it in a few milliseconds, and a JIT-compiled broker is still compiling its hot
+   * path then: measured on FleetMQ, V8 optimized 101 functions in the first second of traffic,
+   * 66 in the next 5 s, 12 in the 5 s after, then 3, 1 and 1. The steady window starts once that
+   * is over; the p99 of the first window (from `warmupMs`, as the throughput scenarios measure)
+   * is printed beside it.
+   */
+  readonly latencyWarmupMs: number
   readonly windowMs: number
   readonly idleConnections: number
 }
 
 export const PROFILES = Object.freeze({
-  full: { runs: 3, warmupMs: 1_000, windowMs: 5_000, idleConnections: 10_000 } satisfies Profile,
-  quick: { runs: 1, warmupMs: 300, windowMs: 1_000, idleConnections: 1_000 } satisfies Profile,
+  full: { runs: 3, warmupMs: 1_000, latencyWarmupMs: 15_000, windowMs: 5_000, idleConnections: 10_000 } satisfies Profile,
+  quick: { runs: 1, warmupMs: 300, latencyWarmupMs: 1_300, windowMs: 1_000, idleConnections: 1_000 } satisfies Profile,
 })
 
 export interface ScenarioContext {
@@ -133,6 +142,7 @@ const latency: Scenario = {
       fleetmq: { kind: 'ratio', op: '<=', value: 1.5 },
       'fleetmq-cluster': { kind: 'absolute', op: '<=', value: CLUSTER_P99_MS },
     } },
+    { id: 'latency_p99_first', label: 'latency p99, first window (warming up)', unit: 'ms' },
   ],
   async run(broker, ctx) {
     const { value, cpuPercent } = await withBrokerCpu(broker, () => runJob({
@@ -141,12 +151,13 @@ const latency: Scenario = {
       subscribe: broker.subscribe[0],
       rate: LATENCY_RATE,
       payloadBytes: PAYLOAD_BYTES,
-      warmupMs: ctx.profile.warmupMs,
+      warmupMs: ctx.profile.latencyWarmupMs,
       windowMs: ctx.profile.windowMs,
+      firstWindowFromMs: ctx.profile.warmupMs,
     }, { cpus: ctx.generatorCpus }))
     const result = value as LatencyResult
     return {
-      metrics: { latency_p50: result.p50Ms, latency_p99: result.p99Ms },
+      metrics: { latency_p50: result.p50Ms, latency_p99: result.p99Ms, latency_p99_first: result.firstP99Ms },
       expected: result.expected,
       received: result.received,
       brokerCpuPercent: cpuPercent,

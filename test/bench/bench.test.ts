@@ -34,7 +34,7 @@ test('bench --quick measures every scenario on mosquitto and FleetMQ without los
   assert.equal(code, 0, stderr)
   const result = JSON.parse(stdout) as BenchJson
   assert.deepEqual(result.brokers.map((b) => b.id), ['mosquitto', 'fleetmq'])
-  assert.deepEqual(result.rows.map((r) => r.metric), ['fanin_qos0', 'fanin_qos1', 'fanout_qos0', 'latency_p50', 'latency_p99', 'idle_memory'])
+  assert.deepEqual(result.rows.map((r) => r.metric), ['fanin_qos0', 'fanin_qos1', 'fanout_qos0', 'latency_p50', 'latency_p99', 'latency_p99_first', 'idle_memory'])
   for (const row of result.rows) {
     for (const broker of ['mosquitto', 'fleetmq']) {
       assert.ok(row.medians[broker] > 0, `${row.metric} on ${broker}: ${row.medians[broker]}`)
