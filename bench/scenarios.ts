@@ -37,10 +37,10 @@ export interface Profile {
   /**
    * The latency scenario's own warm-up. At 2,000 msg/s a broker sees in 1 s what the throughput
    * scenarios send it in a few milliseconds, and a JIT-compiled broker is still compiling its hot
-   * path then: measured on FleetMQ, V8 optimized 101 functions in the first second of traffic,
-   * 66 in the next 5 s, 12 in the 5 s after, then 3, 1 and 1. The steady window starts once that
-   * is over; the p99 of the first window (from `warmupMs`, as the throughput scenarios measure)
-   * is printed beside it.
+   * path then: measured on FleetMQ (`--trace-opt`), V8 optimized 101 functions before and in the
+   * first second of traffic, 66 in the next 5 s, 12 in the 5 s after, then 3, 1 and 1. The steady
+   * window starts once that is over; the p99 of the first window (from `warmupMs`, as the
+   * throughput scenarios measure) is printed beside it.
    */
   readonly latencyWarmupMs: number
   readonly windowMs: number

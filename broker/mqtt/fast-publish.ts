@@ -55,9 +55,7 @@ class PubAck {
   constructor(readonly messageId: number) {}
 }
 
-const fastPubAck = (messageId: number): Packet => {
-  return new PubAck(messageId) as unknown as Packet
-}
+const fastPubAck = (messageId: number): Packet => new PubAck(messageId) as unknown as Packet
 
 export function installFastPublish(broker: Aedes): () => void {
   const maxTopicLevels = (broker as unknown as { maxTopicLevels: number }).maxTopicLevels
