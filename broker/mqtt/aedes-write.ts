@@ -1,10 +1,10 @@
 import mqttPacket, { type Packet } from 'mqtt-packet'
 
 /*
- * aedes' own write() (lib/write.js, not exported by its package), for the paths FleetMQ runs in
- * its place (mqtt/fast-publish.ts, mqtt/deliver.ts): serialize through mqtt-packet's
- * writeToStream (and so through wire.ts' taps and lean encoder) with the connection's protocol
- * version, and call back after a turn, or once the socket drained when it asked to wait.
+ * aedes' own write() (lib/write.js, not exported by its package), for the path FleetMQ runs in
+ * its place (mqtt/fast-publish.ts): serialize through mqtt-packet's writeToStream (and so through
+ * wire.ts' taps and lean encoder) with the connection's protocol version, and call back after a
+ * turn, or once the socket drained when it asked to wait.
  */
 
 export interface WritableClient {

@@ -16,10 +16,10 @@ import { setPublishHandler } from './wire.js'
  * publishes of one read that finish in a different order (one of them waiting for Redis writes)
  * are acknowledged in that order: the PUBACK ordering rule [MQTT-4.6.0-2] binds the client ("A
  * Client MUST follow these rules", §4.6), and aedes reads the connection's next packets only once
- * all of them are done. What aedes' handler does besides is kept: the keep-alive timer is refreshed, a refused 5.0
- * publish gets PUBACK 0x87 with a Reason String and stays connected (3.1.1: the connection is
- * closed), a failed publish ends the connection without a PUBACK (the client resends). Anything
- * else goes through aedes unchanged.
+ * all of them are done. What aedes' handler does besides is kept: the keep-alive timer is
+ * refreshed, a refused 5.0 publish gets PUBACK 0x87 with a Reason String and stays connected
+ * (3.1.1: the connection is closed), a failed publish ends the connection without a PUBACK (the
+ * client resends). Anything else goes through aedes unchanged.
  */
 
 interface ClientInternals {
@@ -111,7 +111,7 @@ export function installFastPublish(broker: Aedes): () => void {
       done()
       return
     }
-    const ack = fastPubAck(packet.messageId!) as unknown as PubAck
+    const ack = new PubAck(packet.messageId!)
     ack.reasonCode = NOT_AUTHORIZED
     if (err.message && client._requestProblemInformation !== false) ack.properties = { reasonString: err.message }
     writeLikeAedes(client, ack as unknown as Packet, () => done())
