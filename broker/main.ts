@@ -89,30 +89,48 @@ export async function reloadNode(node: RunningNode): Promise<void> {
 
 /**
  * Ties the node's lifetime to the process: SIGTERM and SIGINT stop it within the configured bound;
- * SIGHUP reloads (see `reloadNode`).
+ * SIGHUP reloads (see `reloadNode`). Installed before the node starts: the listeners are up (and a
+ * supervisor may signal) before `runNode` resolves, and a SIGHUP without a handler kills the
+ * process. A signal that arrives while the node starts takes effect once it has started.
  */
-export function handleSignals(node: RunningNode, config: Config): void {
+export function handleSignals(starting: Promise<RunningNode>, config: Config): void {
+  let node: RunningNode | undefined
   let stopping = false
-  const stop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    node.log.info({ signal }, `${signal}: stopping`)
-    const deadline = setTimeout(() => {
-      node.log.error(`could not stop within ${config.shutdownTimeout} s; exiting`)
+  let reloadPending = false
+  const exitWithin = (): void => {
+    setTimeout(() => {
+      node?.log.error(`could not stop within ${config.shutdownTimeout} s; exiting`)
       process.exit(1)
-    }, config.shutdownTimeout * 1000)
-    deadline.unref()
-    node.close().then(() => {
-      node.log.info('stopped')
+    }, config.shutdownTimeout * 1000).unref()
+  }
+  const stop = (running: RunningNode, signal: string): void => {
+    running.log.info({ signal }, `${signal}: stopping`)
+    running.close().then(() => {
+      running.log.info('stopped')
       process.exit(0)
     }, (err: unknown) => {
-      node.log.error({ err }, 'error while stopping')
+      running.log.error({ err }, 'error while stopping')
       process.exit(1)
     })
   }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
-  process.on('SIGHUP', () => {
-    if (!stopping) void reloadNode(node)
-  })
+  const onStop = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    exitWithin()
+    if (node !== undefined) stop(node, signal)
+    else void starting.then((started) => stop(started, signal), () => undefined)
+  }
+  const onReload = (): void => {
+    if (stopping) return
+    if (node !== undefined) void reloadNode(node)
+    else reloadPending = true
+  }
+  process.on('SIGTERM', () => onStop('SIGTERM'))
+  process.on('SIGINT', () => onStop('SIGINT'))
+  process.on('SIGHUP', onReload)
+  // A failed start is reported by the caller, which awaits the same promise.
+  starting.then((started) => {
+    node = started
+    if (reloadPending && !stopping) void reloadNode(started)
+  }, () => undefined)
 }

@@ -63,3 +63,36 @@ test('SIGTERM: DISCONNECT 0x8B to 5.0 clients, closed connections for the rest, 
   const [err] = (await once(refused, 'error')) as [NodeJS.ErrnoException]
   assert.equal(err.code, 'ECONNREFUSED')
 })
+
+// The listeners are up before the node has finished starting (management API, cluster): a
+// supervisor's signal in that window must not meet Node's default action, which kills the process.
+test('SIGHUP as soon as the first listener is up reloads once the node has started, and does not kill it', { timeout: 60_000 }, async () => {
+  const broker = await startFleetmq({
+    users: [{ username: 'bob', password: 'bob-secret-1' }],
+    onLog: (line, child) => {
+      if (/^listening for/.test(line.msg)) child.kill('SIGHUP')
+    },
+  })
+  await broker.waitForLog((l) => /reloaded the user store: 1 user/.test(l.msg))
+  const bob = await mqtt.connectAsync(`mqtt://127.0.0.1:${broker.ports.mqtt}`, { username: 'bob', password: 'bob-secret-1', reconnectPeriod: 0 })
+  await bob.endAsync()
+  assert.equal(await broker.stop(), 0)
+})
+
+test('SIGTERM as soon as the first listener is up stops the node cleanly once it has started', { timeout: 60_000 }, async () => {
+  let exited: Promise<unknown[]> | undefined
+  const broker = await startFleetmq({
+    config: { allowAnonymous: true, listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }] },
+    onLog: (line, child) => {
+      if (/^listening for/.test(line.msg) && exited === undefined) {
+        exited = once(child, 'exit')
+        child.kill('SIGTERM')
+      }
+    },
+  }).catch((err: Error) => err)
+  assert.ok(exited, 'the first listener came up')
+  const [code, signal] = await exited
+  assert.equal(signal, null, 'not killed by the signal')
+  assert.equal(code, 0)
+  if (!(broker instanceof Error)) assert.ok(broker.logs.some((l) => l.msg === 'stopped'))
+})

@@ -37,6 +37,8 @@ export interface StartOptions {
   dataDir?: string
   /** Users added with `fleetmq user add` to the data dir's store before the start. */
   users?: readonly { username: string; password: string; admin?: boolean }[]
+  /** Called with every log line as it arrives, also before the broker is ready. */
+  onLog?: (line: LogLine, child: ChildProcess) => void
 }
 
 /** Runs `fleetmq` with the args given (and `input` on its stdin); resolves with its exit code, stdout and stderr. */
@@ -96,6 +98,7 @@ export async function startFleetmq(options: StartOptions = {}): Promise<RunningF
         continue
       }
       logs.push(line)
+      options.onLog?.(line, child)
       for (const waiter of [...waiters]) {
         if (waiter.match(line)) {
           waiters.splice(waiters.indexOf(waiter), 1)

@@ -55,6 +55,7 @@ export const startCommand = new Command('start')
     if (Object.keys(stored).length > 0) config = loadConfig({ file, env: process.env, flags: mergeTrees(stored, flags) })
     // Loaded here, not at the top: every other command starts without the broker's modules.
     const { handleSignals, runNode } = await import('../../main.js')
-    const node = await runNode(config)
-    handleSignals(node, config)
+    const starting = runNode(config)
+    handleSignals(starting, config)
+    await starting
   })
