@@ -55,10 +55,13 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     routes: [...healthRoutes(() => node, cluster.readiness), metrics.route, ...auth.routes, ...cluster.routes],
     authorizeMgmt: (req) => auth.authorizeMgmt(req),
     aedesOptions: cluster.aedesOptions,
+    beforeListen: (aedes) => {
+      metrics.observe(aedes)
+      limits.observe(aedes)
+      sys.attach(aedes)
+      cluster.attachBroker(aedes)
+    },
   })
-  metrics.observe(node.aedes)
-  limits.observe(node.aedes)
-  sys.attach(node.aedes)
   const self: RunningNode = Object.assign(target ?? node, node, { log, features })
   await cluster.attach(self)
   return self

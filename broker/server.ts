@@ -28,6 +28,11 @@ export interface NodeParts {
   readonly authorizeMgmt?: (req: import('node:http').IncomingMessage) => Promise<boolean> | boolean
   /** Extra aedes options (persistence, mq) from the backend. */
   readonly aedesOptions?: Partial<AedesOptions>
+  /**
+   * Called with the broker before the first listener opens: whatever watches aedes' events
+   * (counters, the cluster backend) sees every client from the first.
+   */
+  readonly beforeListen?: (aedes: Aedes) => void
 }
 
 export interface FleetmqNode {
@@ -73,6 +78,7 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   // PUBLISH → authorize → publish → PUBACK without aedes' handler chain (fast-publish.ts).
   aedes.once('closed', installFastPublish(aedes))
   logClientConnections(aedes, log)
+  parts.beforeListen?.(aedes)
   const listeners: BoundListener[] = []
   const connections = trackConnections()
   let mgmt: MgmtServer | undefined

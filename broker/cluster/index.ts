@@ -50,6 +50,8 @@ export interface Cluster {
   readonly stats: Feature
   readonly routes: Route[]
   readiness(): Readiness
+  /** Hooks the backend to the broker: before the listeners open, so no client comes in unseen. */
+  attachBroker(aedes: FleetmqNode['aedes']): void
   /** Starts membership once the node is bound. */
   attach(node: FleetmqNode): Promise<void>
   /** Cluster-wide shared subscription groups (Redis); undefined for a standalone node. */
@@ -220,9 +222,11 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
       const status = backend.status()
       return { ready: status.ready && !leaving, backend: status, leaving }
     },
+    attachBroker(aedes) {
+      backend.attach(aedes)
+    },
     async attach(running) {
       node = running
-      backend.attach(running.aedes)
       if (!backend.redis) return
       if (!settings.nodeId && running.mgmt) nodeId = `${hostname()}-${running.mgmt.port}`
       membership = createMembership({
