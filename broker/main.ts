@@ -25,8 +25,9 @@ export interface RunningNode extends FleetmqNode {
 /**
  * @param target after `cluster join` the node restarts in place: the new node's parts are copied
  *   onto `target`, the object the signal handlers hold.
+ * @param onListen called just before the first listener opens.
  */
-export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode): Promise<RunningNode> {
+export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode, onListen?: () => void): Promise<RunningNode> {
   // auth before acl: the ACL reads the identity authentication established.
   const auth = authFeature(config, log)
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
@@ -60,10 +61,13 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
       limits.observe(aedes)
       sys.attach(aedes)
       cluster.attachBroker(aedes)
+      onListen?.()
     },
   })
   const self: RunningNode = Object.assign(target ?? node, node, { log, features })
   await cluster.attach(self)
+  // The last line of a start: everything is up (the cluster membership too) and signals apply.
+  log.info({ listeners: self.listeners.map((l) => `${l.name} ${l.host}:${l.port}`), mgmt: self.mgmt ? `${self.mgmt.host}:${self.mgmt.port}` : null }, 'started')
   return self
 }
 
@@ -90,22 +94,27 @@ export async function reloadNode(node: RunningNode): Promise<void> {
   }
 }
 
+/** What `fleetmq start` tells the signal handlers about the start (see `handleSignals`). */
+export interface StartSignals {
+  /** Just before the first listener opens (`runNode`'s `onListen`). */
+  listening(): void
+  started(node: RunningNode): void
+}
+
 /**
  * Ties the node's lifetime to the process: SIGTERM and SIGINT stop it within the configured bound;
  * SIGHUP reloads (see `reloadNode`). Installed before the node starts: the listeners are up (and a
  * supervisor may signal) before `runNode` resolves, and a SIGHUP without a handler kills the
- * process. A signal that arrives while the node starts takes effect once it has started.
+ * process. A SIGHUP while the node starts reloads once it has started. A stop signal before any
+ * listener is open exits at once (there is nothing to drain, and a start waiting for Redis may take
+ * long); after that, it drains the node once it has started. A failed start is reported by the
+ * caller.
  */
-export function handleSignals(starting: Promise<RunningNode>, config: Config): void {
+export function handleSignals(config: Config, log: Logger): StartSignals {
   let node: RunningNode | undefined
-  let stopping = false
+  let listening = false
+  let stopSignal: string | undefined
   let reloadPending = false
-  const exitWithin = (): void => {
-    setTimeout(() => {
-      node?.log.error(`could not stop within ${config.shutdownTimeout} s; exiting`)
-      process.exit(1)
-    }, config.shutdownTimeout * 1000).unref()
-  }
   const stop = (running: RunningNode, signal: string): void => {
     running.log.info({ signal }, `${signal}: stopping`)
     running.close().then(() => {
@@ -117,23 +126,33 @@ export function handleSignals(starting: Promise<RunningNode>, config: Config): v
     })
   }
   const onStop = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    exitWithin()
-    if (node !== undefined) stop(node, signal)
-    else void starting.then((started) => stop(started, signal), () => undefined)
+    if (stopSignal !== undefined) return
+    stopSignal = signal
+    setTimeout(() => {
+      log.error(node ? `could not stop within ${config.shutdownTimeout} s; exiting` : `still starting ${config.shutdownTimeout} s after ${signal}; exiting`)
+      process.exit(1)
+    }, config.shutdownTimeout * 1000).unref()
+    if (node !== undefined) return stop(node, signal)
+    if (!listening) {
+      log.info({ signal }, `${signal}: stopped before any listener opened`)
+      process.exit(0)
+    }
+    log.info({ signal }, `${signal}: stopping once the node has started`)
   }
   const onReload = (): void => {
-    if (stopping) return
+    if (stopSignal !== undefined) return
     if (node !== undefined) void reloadNode(node)
     else reloadPending = true
   }
   process.on('SIGTERM', () => onStop('SIGTERM'))
   process.on('SIGINT', () => onStop('SIGINT'))
   process.on('SIGHUP', onReload)
-  // A failed start is reported by the caller, which awaits the same promise.
-  starting.then((started) => {
-    node = started
-    if (reloadPending && !stopping) void reloadNode(started)
-  }, () => undefined)
+  return {
+    listening: () => { listening = true },
+    started(started) {
+      node = started
+      if (stopSignal !== undefined) stop(started, stopSignal)
+      else if (reloadPending) void reloadNode(started)
+    },
+  }
 }

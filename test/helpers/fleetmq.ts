@@ -131,7 +131,8 @@ export async function startFleetmq(options: StartOptions = {}): Promise<RunningF
       }
       if (/^management API/.test(l.msg)) mgmtPort = l.port as number
       const listenerCount = logs.filter((x) => typeof x.listener === 'string' && /^listening/.test(x.msg)).length
-      return listenerCount >= expectedListeners && (!mgmtEnabled || mgmtPort !== undefined)
+      // 'started' is the node's last line of a start (after the cluster membership).
+      return l.msg === 'started' && listenerCount >= expectedListeners && (!mgmtEnabled || mgmtPort !== undefined)
     })
     return { ports, mgmtPort }
   })()

@@ -1,4 +1,6 @@
 import { Command, Option } from 'commander'
+import type { Config } from '../../config/schema.js'
+import { FleetmqError } from '../../errors.js'
 import type { ConfigTree } from '../../config/env.js'
 import { loadConfig, mergeTrees, readConfigFile } from '../../config/load.js'
 import { readStoredCluster } from '../../cluster/descriptor.js'
@@ -55,7 +57,23 @@ export const startCommand = new Command('start')
     if (Object.keys(stored).length > 0) config = loadConfig({ file, env: process.env, flags: mergeTrees(stored, flags) })
     // Loaded here, not at the top: every other command starts without the broker's modules.
     const { handleSignals, runNode } = await import('../../main.js')
-    const starting = runNode(config)
-    handleSignals(starting, config)
-    await starting
+    const { createLogger } = await import('../../log.js')
+    const log = createLogger(config.log)
+    const signals = handleSignals(config, log)
+    signals.started(await runNode(config, log, undefined, signals.listening).catch(async (err: unknown) => {
+      throw await explainStartFailure(err, config)
+    }))
   })
+
+/**
+ * ioredis gives up on a command after `maxRetriesPerRequest` attempts with a message that names
+ * neither Redis nor the fix; at start that means Redis did not answer at all.
+ */
+async function explainStartFailure(err: unknown, config: Config): Promise<unknown> {
+  const redis = config.cluster.redis
+  if (redis === undefined || (err as Error | undefined)?.name !== 'MaxRetriesPerRequestError') return err
+  const { describeRedis } = await import('../../cluster/redis.js')
+  return new FleetmqError('CLUSTER',
+    `Redis at ${describeRedis(redis)} did not answer while the node started (${(err as Error).message.replace(/\.? Refer to .*$/, '')}); ` +
+    'start Redis or correct cluster.redis (--redis); under systemd the node starts again by itself and joins once Redis answers')
+}
