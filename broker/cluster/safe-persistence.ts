@@ -124,5 +124,10 @@ export function guardPersistence(persistence: Persistence, options: GuardOptions
       if (fn === undefined) wrapped.set(prop, fn = wrap(prop, value as AnyFn))
       return fn
     },
+    // A method replaced later (mqtt/delivery-qos.ts caps retained streams) is guarded in turn.
+    set(target, prop, value, receiver) {
+      wrapped.delete(prop)
+      return Reflect.set(target, prop, value, receiver)
+    },
   })
 }

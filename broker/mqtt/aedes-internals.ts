@@ -10,7 +10,9 @@ export interface AedesBroker extends Aedes {
   counter: number
   readonly persistence: {
     outgoingEnqueue(sub: { clientId: string }, packet: AedesPublishPacket): Promise<void>
+    outgoingUpdate(client: Client, packet: AedesPublishPacket): Promise<unknown>
     outgoingClearMessageId(client: Client, packet: { messageId?: number }): Promise<unknown>
+    createRetainedStreamCombi(patterns: string[]): NodeJS.ReadableStream
   }
 }
 
@@ -22,6 +24,8 @@ export interface AedesClient extends Client {
   readonly _requestProblemInformation?: boolean
   /** The CONNECT's Clean Start flag [MQTT-3.1.2-4] (`clean` is whether the session outlives the connection). */
   readonly _cleanStart?: boolean
+  /** Per publishing node id, the highest message counter delivered (lib/client.js `dedupe`). */
+  readonly duplicates: Record<string, number>
   /** Next packet identifier aedes hands out on this connection (1…65535). */
   _nextId: number
   /** aedes' per-client delivery functions, used by its subscriptions. */

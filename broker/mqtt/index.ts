@@ -9,8 +9,9 @@ import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { installSubackOrder } from './suback-order.js'
 import { deliverAtHighestQos, dedupeByMessage } from './overlap.js'
+import { capRetainedAtGranted, deliverWithoutExactCap, grantedQos } from './delivery-qos.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
-import { topicMatches } from './topic.js'
+import { isSharedDelivery } from '../shared/topic.js'
 import { tapOutbound } from './wire.js'
 import { disconnectClient, REASON } from '../limits/refuse.js'
 
@@ -26,9 +27,8 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * - one SUBACK entry per filter, in the SUBSCRIBE's order [MQTT-3.9.3-1] (see suback-order.ts);
  * - overlapping subscriptions deliver at the highest QoS that matches [MQTT-3.3.4-2] (see
  *   overlap.ts);
- * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions too
- *   [MQTT-3.8.4-8]: aedes looks the granted QoS up by the topic name, so a QoS 2 message reached
- *   a QoS 1 `a/+` subscription at QoS 2;
+ * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions, retained
+ *   messages sent on SUBSCRIBE and shared subscriptions too [MQTT-3.8.4-8] (see delivery-qos.ts);
  * - Reason Strings on the DISCONNECTs the server sends and on failed SUBACKs [MQTT-3.14.2.2.3];
  * - with `serverReference` configured, shutdown tells 5.0 clients where to go (0x9C with a Server
  *   Reference) instead of 0x8B Server shutting down.
@@ -108,9 +108,13 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
   return {
     name: 'mqtt-protocol',
     preConnect(client) {
-      // Before any subscription (restored ones included) captures the client's deliver functions.
-      dedupeByMessage(internals(client))
-      deliverAtHighestQos(internals(client))
+      // Before any subscription (restored ones included) captures the client's deliver functions;
+      // the delivery without aedes' exact-topic cap first, as it stands in for aedes' own.
+      const c = internals(client)
+      deliverWithoutExactCap(c)
+      dedupeByMessage(c)
+      deliverAtHighestQos(c)
+      capRetainedAtGranted(c.broker)
     },
     authorizeSubscribe(client, sub) {
       identifiers.subscribed(client, sub)
@@ -118,7 +122,7 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     },
     authorizeForward(client, packet) {
       if (client.version === 5) packet = identifiers.withAllIdentifiers(client, packet)
-      if (packet.qos !== 2) return packet
+      if (packet.qos !== 2 || isSharedDelivery(packet)) return packet
       const granted = grantedQos(client, packet.topic)
       return granted === 1 ? { ...packet, qos: 1 } as AedesPublishPacket : packet
     },
@@ -129,18 +133,6 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
       removeProperties()
     },
   }
-}
-
-/** The highest QoS granted to the client's subscriptions that match the topic (aedes delivers one copy). */
-function grantedQos(client: Client, topic: string): number {
-  let max = -1
-  const subscriptions = internals(client).subscriptions
-  for (const filter in subscriptions) {
-    const { qos } = subscriptions[filter]
-    if (qos > max && topicMatches(filter, topic)) max = qos
-    if (max === 2) break
-  }
-  return max
 }
 
 function withDisconnectReason(packet: Packet & { cmd: 'disconnect' }, serverReference: string | undefined): Packet {

@@ -9,7 +9,7 @@ import { MemorySharedSubscriptionGroups, type Member, type SharedSubscriptionGro
 import { INTERNAL_SHARE_PREFIX, SHARE_PREFIX, groupKey, internalSharedTopic, parseSharedTopic, type SharedTopic } from './topic.js'
 
 export { MemorySharedSubscriptionGroups, SHARED_STRATEGIES, type SharedStrategy, type SharedSubscriptionGroups, type Member, type MessageRef } from './groups.js'
-export { parseSharedTopic, INTERNAL_SHARE_PREFIX } from './topic.js'
+export { parseSharedTopic, isSharedDelivery, INTERNAL_SHARE_PREFIX } from './topic.js'
 
 /*
  * Shared subscriptions `$share/<group>/<filter>` for 3.1.1 and 5.0 clients [MQTT-4.8.2]. aedes
@@ -99,7 +99,8 @@ export function sharedSubscriptionsFeature(config: Config, log: Logger, groups: 
   const deliver = async (client: AedesClient, topic: SharedTopic, message: AedesPublishPacket): Promise<void> => {
     const b = client.broker
     // No brokerId: aedes' per-client de-duplication (by brokerId and counter) must not drop this
-    // copy because the member also got the message through an ordinary subscription.
+    // copy because the member also got the message through an ordinary subscription. It also
+    // marks the delivery as a shared one (`isSharedDelivery`): its QoS is the member's already.
     if (message.qos === 0) {
       client.deliver0({ ...message, brokerId: undefined } as unknown as AedesPublishPacket, noop)
       return

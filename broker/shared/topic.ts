@@ -32,3 +32,10 @@ export function parseSharedTopic(topic: string): SharedTopic | undefined {
 
 export const internalSharedTopic = ({ group, filter }: SharedTopic): string => `${INTERNAL_SHARE_PREFIX}${group}/${filter}`
 export const groupKey = ({ group, filter }: SharedTopic): string => `${group}/${filter}`
+
+/**
+ * Whether a delivery is a shared subscription's (index.ts `deliver`): it carries no brokerId, so
+ * that aedes' de-duplication does not take it for a second copy of an ordinary subscription's, and
+ * its QoS is already the member's.
+ */
+export const isSharedDelivery = (packet: { brokerId?: unknown }): boolean => packet.brokerId === undefined

@@ -86,8 +86,8 @@ test('MQTT 5.0 No Local: a client subscribed with noLocal does not get its own m
   await Promise.all([self.endAsync(), other.endAsync()])
 })
 
-// (a/b at QoS 0 with a/+ at QoS 1 still gets QoS 0: aedes caps at the exact topic's subscription; docs/protocol.md.)
-for (const [zero, one] of [['+', 'b'], ['+', '#'], ['#', '+']] as const) {
+// `b` is the topic name itself: aedes capped every delivery at that subscription's QoS.
+for (const [zero, one] of [['+', 'b'], ['+', '#'], ['#', '+'], ['b', '+'], ['b', '#']] as const) {
   test(`overlapping subscriptions (a/${zero} at QoS 0 and a/${one} at QoS 1, 3.1.1) deliver one copy of each message, at the highest QoS that matches and never above the QoS published [MQTT-3.3.4-2]`, async () => {
     const base = topicOf('overlap')
     const sub = await rawConnect(file.port, { clientId: `fp-overlap-${process.pid}-${seq}`, clean: true }, 4)
@@ -103,6 +103,63 @@ for (const [zero, one] of [['+', 'b'], ['+', '#'], ['#', '+']] as const) {
     assert.deepEqual(publishes.filter(([payload]) => payload === 'q1'), [['q1', 1]])
     assert.deepEqual(publishes.filter(([payload]) => payload === 'q0'), [['q0', 0]])
     for (const p of sub.packets.filter(isPublish)) if (p.qos > 0) sub.send({ cmd: 'puback', messageId: p.messageId })
+    sub.send({ cmd: 'disconnect' })
+    await pub.endAsync()
+  })
+}
+
+test('a persistent session with a/b at QoS 0 and a/+ at QoS 1 gets a QoS 1 message at QoS 1, and again after a reconnect until it acknowledges it [MQTT-3.3.4-2, MQTT-4.4.0-1]', async () => {
+  const base = topicOf('exact-persistent')
+  const clientId = `fp-exact-${process.pid}-${seq}`
+  const first = await rawConnect(file.port, { clientId, clean: false }, 4)
+  first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/b`, qos: 0 }, { topic: `${base}/+`, qos: 1 }] })
+  await first.waitFor((p) => p.cmd === 'suback')
+  const pub = await connect({ protocolVersion: 4 })
+  await pub.publishAsync(`${base}/b`, 'kept', { qos: 1 })
+  const delivered = await first.waitFor<IPublishPacket>(isPublish)
+  assert.deepEqual([delivered.payload.toString(), delivered.qos], ['kept', 1])
+  first.destroy()
+  await first.closed
+  const second = await rawConnect(file.port, { clientId, clean: false }, 4)
+  const again = await second.waitFor<IPublishPacket>(isPublish)
+  assert.deepEqual([again.payload.toString(), again.qos, again.messageId, again.dup], ['kept', 1, delivered.messageId, true])
+  second.send({ cmd: 'puback', messageId: again.messageId })
+  await sleep(300)
+  assert.equal(second.packets.filter(isPublish).length, 1, 'one copy, not one per subscription')
+  second.send({ cmd: 'disconnect' })
+  const third = await rawConnect(file.port, { clientId, clean: true }, 4)
+  third.send({ cmd: 'disconnect' })
+  await pub.endAsync()
+})
+
+for (const version of [4, 5] as const) {
+  test(`MQTT ${version === 5 ? '5.0' : '3.1.1'}: retained messages sent on SUBSCRIBE go out at no more than that subscription's granted QoS [MQTT-3.8.4-8]`, async () => {
+    const base = topicOf(`retained${version}`)
+    const pub = await connect({ protocolVersion: version })
+    await pub.publishAsync(`${base}/one`, 'r1', { qos: 1, retain: true })
+    await pub.publishAsync(`${base}/two`, 'r2', { qos: 2, retain: true })
+    const sub = await rawConnect(file.port, { clientId: `fp-ret-${version}-${process.pid}-${seq}`, clean: true }, version)
+    // An exact subscription at QoS 0 first: the wildcard's retained copies must not be capped by it.
+    sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/one`, qos: 0 }] })
+    const atZero = await sub.waitFor<IPublishPacket>((p) => isPublish(p) && p.payload.toString() === 'r1')
+    assert.deepEqual([atZero.qos, atZero.retain], [0, true])
+    const publishes = async (count: number): Promise<void> => {
+      const deadline = Date.now() + 10_000
+      while (sub.packets.filter(isPublish).length < count && Date.now() < deadline) await sleep(20)
+    }
+    sub.send({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: `${base}/+`, qos: 0 }] })
+    await publishes(3)
+    sub.send({ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: `${base}/#`, qos: 1 }] })
+    await publishes(5)
+    await sleep(300)
+    const got = sub.packets.filter(isPublish).map((p) => `${p.payload.toString()}@${p.qos}`)
+    // SUBSCRIBE 1: r1 at 0. SUBSCRIBE 2 (granted 0): both at 0. SUBSCRIBE 3 (granted 1): both at 1.
+    assert.deepEqual(got.slice(0, 1), ['r1@0'])
+    assert.deepEqual(got.slice(1, 3).sort(), ['r1@0', 'r2@0'])
+    assert.deepEqual(got.slice(3).sort(), ['r1@1', 'r2@1'])
+    for (const p of sub.packets.filter(isPublish)) if (p.qos > 0) sub.send({ cmd: 'puback', messageId: p.messageId })
+    await pub.publishAsync(`${base}/one`, '', { qos: 1, retain: true })
+    await pub.publishAsync(`${base}/two`, '', { qos: 1, retain: true })
     sub.send({ cmd: 'disconnect' })
     await pub.endAsync()
   })

@@ -185,3 +185,17 @@ test('a QoS 0 member gets QoS 1 messages at QoS 0, and No Local on a shared subs
   assert.equal((disconnect as { reasonCode?: number }).reasonCode, 0x82)
   await sub.closed
 })
+
+test('a member also subscribed to the topic itself at a lower QoS gets the shared copy at the shared subscription\'s QoS [MQTT-3.8.4-8, §4.8.2]', async () => {
+  const topic = topicOf('exact')
+  const sub = await rawConnect(brokers.round_robin!.ports.mqtt, { clientId: `exact-${process.pid}` })
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }, { topic: `$share/g/${topic}`, qos: 1 }] })
+  await sub.waitFor((p) => p.cmd === 'suback')
+  await publishAll('round_robin', topic, 1)
+  await sub.waitFor((p) => p.cmd === 'publish' && p.qos === 1)
+  await sleep(300)
+  const got = sub.packets.filter((p): p is IPublishPacket => p.cmd === 'publish').map((p) => p.qos).sort()
+  assert.deepEqual(got, [0, 1], 'the ordinary subscription\'s copy at QoS 0, the shared one at QoS 1')
+  sub.destroy()
+  await sub.closed
+})

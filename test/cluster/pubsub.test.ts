@@ -88,6 +88,30 @@ test('a retained message published on node B is delivered by node A, and cleared
   await later.endAsync()
 })
 
+test('on node A, a message from node B goes out at the granted QoS: a retained one at the SUBSCRIBE\'s, a live one at the highest of overlapping subscriptions [MQTT-3.8.4-8, MQTT-3.3.4-2]', async () => {
+  const pub = await connect(b, { protocolVersion: 5 })
+  await pub.publishAsync('granted/sensor', 'retained', { qos: 1, retain: true })
+  const sub = await connect(a, { protocolVersion: 4 })
+  const got = collect(sub)
+  try {
+    await sub.subscribeAsync('granted/+', { qos: 0 })
+    await waitUntil('the retained message', () => got.length === 1)
+    assert.deepEqual(got[0], { topic: 'granted/sensor', payload: 'retained', qos: 0, retain: true })
+    // The topic itself at QoS 0 must not cap what `granted/#` at QoS 1 takes.
+    await sub.subscribeAsync('granted/sensor', { qos: 0 })
+    await sub.subscribeAsync('granted/#', { qos: 1 })
+    await waitUntil('the retained message for granted/#', () => got.length === 3)
+    assert.deepEqual(got.slice(1).map((m) => m.qos), [0, 1], 'again for granted/sensor at 0, for granted/# at 1')
+    await pub.publishAsync('granted/sensor', 'live', { qos: 1 })
+    await waitUntil('the live message', () => got.length === 4)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.deepEqual(got.slice(3), [{ topic: 'granted/sensor', payload: 'live', qos: 1, retain: false }])
+  } finally {
+    await pub.publishAsync('granted/sensor', '', { qos: 1, retain: true })
+    await Promise.all([pub.endAsync(), sub.endAsync()])
+  }
+})
+
 test('the will of a client that drops off node A reaches a subscriber on node B', async () => {
   const watcher = await connect(b, { protocolVersion: 5 })
   const got = collect(watcher)

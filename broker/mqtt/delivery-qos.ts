@@ -1,0 +1,162 @@
+import { Transform } from 'node:stream'
+import type { AedesPublishPacket, Client } from 'aedes'
+import type { Packet } from 'mqtt-packet'
+import { writeLikeAedes } from './aedes-write.js'
+import { internals, nextPacketId, type AedesBroker, type AedesClient } from './aedes-internals.js'
+import { topicMatches } from './topic.js'
+
+/*
+ * The QoS of a delivery [MQTT-3.8.4-8]: the lower of the QoS the message was published (or
+ * retained) with and the QoS granted to the subscription it answers. aedes 2.0.0-beta.1 gets three
+ * cases wrong, closed here:
+ *
+ * - A routed message, with overlapping subscriptions: the highest QoS granted to a matching
+ *   subscription [MQTT-3.3.4-2]. The copy of the highest subscription is the one delivered
+ *   (overlap.ts); `grantedQos` caps a QoS 2 message at it (aedes let a QoS 2 message reach a QoS 1
+ *   `a/+` subscription at QoS 2).
+ * - A retained message sent in response to a SUBSCRIBE: the granted QoS of that SUBSCRIBE's
+ *   matching filters. aedes sent it at the QoS it was retained with, so a QoS 1 retained message
+ *   reached an `a/+` subscription granted QoS 0 at QoS 1 (`capRetainedAtGranted`).
+ * - aedes then caps every QoS 1/2 delivery at the QoS of the client's subscription whose filter
+ *   is the topic name itself (lib/client.js `deliverQoS`). With `a/b` at QoS 0 beside `a/+` at
+ *   QoS 1 that undid the first case (QoS 0), and it capped a shared subscription's delivery
+ *   (`$share/g/a/b` at QoS 1, already capped at the member's QoS by shared/index.ts) at the
+ *   ordinary subscription's QoS. A delivery whose QoS, decided above, is higher than that
+ *   subscription's takes aedes' own steps without the cap (`deliverWithoutExactCap`).
+ */
+
+interface Granted { readonly qos: number }
+
+const REASON_CODE_ERROR_THRESHOLD = 0x80
+
+/** The highest QoS granted to the client's subscriptions that match the topic, -1 for none. */
+export function grantedQos(client: Client, topic: string): number {
+  let max = -1
+  const subscriptions = internals(client).subscriptions
+  for (const filter in subscriptions) {
+    const { qos } = subscriptions[filter]
+    if (qos > max && topicMatches(filter, topic)) max = qos
+    if (max === 2) break
+  }
+  return max
+}
+
+const uncapped = new WeakSet<object>()
+
+/** Installs, under the client's other delivery wrappers, the delivery without aedes' exact-topic cap. */
+export function deliverWithoutExactCap(client: AedesClient): void {
+  if (uncapped.has(client)) return
+  uncapped.add(client)
+  const deliverQoS = client.deliverQoS
+  const subscriptions = client.subscriptions
+  client.deliverQoS = function deliverAtDecidedQos(packet, done) {
+    const exact = subscriptions[packet.topic] as Granted | undefined
+    if (exact === undefined || exact.qos >= packet.qos) deliverQoS.call(this, packet, done)
+    else deliverUncapped(client, packet, done)
+  }
+}
+
+type Routed = AedesPublishPacket & {
+  brokerId?: string | null
+  brokerCounter?: number
+  clientId?: string
+  nl?: boolean
+  messageExpiry?: number
+}
+
+/** aedes' `deliverQoS` for a QoS 1/2 packet (lib/client.js, with lib/qos-packet.js), less the cap. */
+function deliverUncapped(client: AedesClient, original: Routed, done: () => void): void {
+  const broker = client.broker
+  // No Local [MQTT-3.8.3-3], then aedes' de-duplication and the forward hooks.
+  const toForward = original.clientId === client.id && original.nl ? null : isNew(client, original) ? broker.authorizeForward(client, original) as Routed | null : null
+  if (!toForward) {
+    if (client.clean === false) broker.persistence.outgoingClearMessageId(client, original).then(noop, noop)
+    setImmediate(done)
+    return
+  }
+  setImmediate(() => {
+    const packet = qosPacket(client, broker, toForward)
+    const write = (): void => writeLikeAedes(client as never, packet as unknown as Packet, (err) => {
+      if (err) client.emit('error', err)
+      done()
+    })
+    if (client.clean || packet.retain) {
+      write()
+      return
+    }
+    broker.persistence.outgoingUpdate(client, packet).then(write, (err: Error) => {
+      client.emit('error', err)
+      done()
+    })
+  })
+}
+
+/** lib/client.js `dedupe`: a copy of a message this client was already given is not sent again. */
+function isNew(client: AedesClient, packet: Routed): boolean {
+  const id = packet.brokerId
+  if (!id) return true
+  const counter = packet.brokerCounter ?? 0
+  if ((client.duplicates[id] ?? 0) >= counter) return false
+  client.duplicates[id] = counter
+  return true
+}
+
+/** The packet aedes' QoSPacket builds (aedes-packet's fields, then the connection's packet identifier). */
+function qosPacket(client: AedesClient, broker: AedesBroker, original: Routed): Routed {
+  const packet: Record<string, unknown> = {
+    cmd: 'publish',
+    brokerId: original.brokerId || broker.id,
+    brokerCounter: original.brokerCounter || ++broker.counter,
+    topic: original.topic,
+    payload: original.payload || Buffer.alloc(0),
+    qos: original.qos || 0,
+    retain: original.retain || false,
+    dup: original.dup || false,
+    messageId: original.messageId || nextPacketId(client),
+  }
+  for (const key of ['clientId', 'nl', 'properties', 'messageExpiry'] as const) {
+    if (Object.prototype.hasOwnProperty.call(original, key)) packet[key] = original[key]
+  }
+  return packet as unknown as Routed
+}
+
+const capped = new WeakSet<object>()
+
+/**
+ * Retained messages sent in response to a SUBSCRIBE go out at no more than the granted QoS of that
+ * SUBSCRIBE's matching filters. aedes announces the SUBSCRIBE (its `subscribe` event, with each
+ * filter's granted QoS) and, in the same synchronous step, asks the persistence for the retained
+ * messages of its filters (lib/handlers/subscribe.js `completeSubscribe`).
+ */
+export function capRetainedAtGranted(broker: AedesBroker): void {
+  if (capped.has(broker)) return
+  capped.add(broker)
+  let announced: readonly { topic: string; qos: number }[] | undefined
+  broker.on('subscribe', (subs: { topic: string; qos: number }[]) => {
+    announced = subs
+    queueMicrotask(() => { announced = undefined })
+  })
+  const persistence = broker.persistence
+  const retained = persistence.createRetainedStreamCombi.bind(persistence)
+  persistence.createRetainedStreamCombi = (patterns) => {
+    const source = retained(patterns)
+    const subs = announced
+    announced = undefined
+    if (subs === undefined) return source
+    const atGranted = new Transform({
+      objectMode: true,
+      transform(packet: AedesPublishPacket, _encoding, next) {
+        let max = -1
+        for (const sub of subs) {
+          if (sub.qos < REASON_CODE_ERROR_THRESHOLD && sub.qos > max && topicMatches(sub.topic, packet.topic)) max = sub.qos
+        }
+        // A copy: the persistence may hand out the stored message itself.
+        next(null, max >= 0 && max < packet.qos ? { ...packet, qos: max } : packet)
+      },
+    })
+    source.on('error', (err: Error) => atGranted.destroy(err))
+    return source.pipe(atGranted)
+  }
+}
+
+function noop(): void {}
