@@ -48,9 +48,8 @@ export function deliverWithoutExactCap(client: AedesClient): void {
   if (uncapped.has(client)) return
   uncapped.add(client)
   const deliverQoS = client.deliverQoS
-  const subscriptions = client.subscriptions
   client.deliverQoS = function deliverAtDecidedQos(packet, done) {
-    const exact = subscriptions[packet.topic] as Granted | undefined
+    const exact = client.subscriptions[packet.topic] as Granted | undefined
     if (exact === undefined || exact.qos >= packet.qos) deliverQoS.call(this, packet, done)
     else deliverUncapped(client, packet, done)
   }
