@@ -15,8 +15,14 @@ import type { Endpoint } from './wire.js'
  */
 
 export interface RunningBroker {
-  /** Broker processes: memory and CPU are summed over them. */
+  /** Broker processes: CPU is summed over them. */
   readonly pids: readonly number[]
+  /**
+   * The processes that hold the connections made to `subscribe`, and their state: the idle-memory
+   * scenario sums their growth. The cluster's node A holds none of them, and its RSS moves by
+   * itself as V8 grows or shrinks its heap (-31 to +7 MB over one measurement, docs/bench.md).
+   */
+  readonly memoryPids: readonly number[]
   readonly publish: readonly Endpoint[]
   readonly subscribe: readonly Endpoint[]
   stop(): Promise<void>
@@ -134,7 +140,9 @@ async function startProcess(name: string, cpus: string, command: string, args: r
 }
 
 /** Starts the processes `launch` starts, in order, in a temp folder; on a failure stops those already up. */
-async function startAll(prefix: string, launch: (dir: string, started: ChildProcess[]) => Promise<Pick<RunningBroker, 'publish' | 'subscribe'>>): Promise<RunningBroker> {
+type Launch = (dir: string, started: ChildProcess[]) => Promise<Pick<RunningBroker, 'publish' | 'subscribe'> & { readonly memory?: readonly ChildProcess[] }>
+
+async function startAll(prefix: string, launch: Launch): Promise<RunningBroker> {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   const started: ChildProcess[] = []
   const stop = async (): Promise<void> => {
@@ -143,8 +151,8 @@ async function startAll(prefix: string, launch: (dir: string, started: ChildProc
     rmSync(dir, { recursive: true, force: true })
   }
   try {
-    const { publish, subscribe } = await launch(dir, started)
-    return { pids: started.map((c) => c.pid as number), publish, subscribe, stop }
+    const { publish, subscribe, memory = started } = await launch(dir, started)
+    return { pids: started.map((c) => c.pid as number), memoryPids: memory.map((c) => c.pid as number), publish, subscribe, stop }
   } catch (err) {
     await stop()
     throw err
@@ -230,10 +238,11 @@ export const fleetmqClusterSetup: BrokerSetup = {
     const redisPort = await freePort()
     const redisDir = join(dir, 'redis')
     mkdirSync(redisDir)
-    started.push(await startProcess('redis-server', cpus, REDIS_SERVER, [
+    const redis = await startProcess('redis-server', cpus, REDIS_SERVER, [
       '--port', String(redisPort), '--bind', '127.0.0.1', '--daemonize', 'no', '--dir', redisDir,
       '--save', '', '--appendonly', 'no', '--logfile', join(redisDir, 'redis.log'),
-    ], redisPort))
+    ], redisPort)
+    started.push(redis)
     const secret = join(dir, 'cluster.secret')
     writeFileSync(secret, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 })
     const clusterArgs = ['--redis', `redis://127.0.0.1:${redisPort}`, '--cluster-secret-file', secret]
@@ -241,7 +250,7 @@ export const fleetmqClusterSetup: BrokerSetup = {
     started.push(a.child)
     const b = await launchFleetmqNode('fleetmq node B', cpus, join(dir, 'node-b'), clusterArgs)
     started.push(b.child)
-    return { publish: [a.endpoint], subscribe: [b.endpoint] }
+    return { publish: [a.endpoint], subscribe: [b.endpoint], memory: [redis, b.child] }
   }),
 }
 

@@ -170,7 +170,7 @@ const idleMemory: Scenario = {
   title: 'broker memory per idle connection',
   metrics: [{ id: 'idle_memory', label: 'memory per idle connection', unit: 'KiB', targets: { fleetmq: { kind: 'absolute', op: '<=', value: 8 } } }],
   async run(broker, ctx) {
-    const rss = (): number => broker.pids.reduce((sum, pid) => sum + rssBytes(pid), 0)
+    const rss = (): number => broker.memoryPids.reduce((sum, pid) => sum + rssBytes(pid), 0)
     /*
      * The baseline is taken with a first tenth of the connections already held: by then the broker
      * has paid for its listeners' first connections and the garbage of its start-up has been
