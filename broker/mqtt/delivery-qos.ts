@@ -66,8 +66,7 @@ type Routed = AedesPublishPacket & {
 /** aedes' `deliverQoS` for a QoS 1/2 packet (lib/client.js, with lib/qos-packet.js), less the cap. */
 function deliverUncapped(client: AedesClient, original: Routed, done: () => void): void {
   const broker = client.broker
-  // No Local [MQTT-3.8.3-3], then aedes' de-duplication and the forward hooks.
-  const toForward = original.clientId === client.id && original.nl ? null : isNew(client, original) ? broker.authorizeForward(client, original) as Routed | null : null
+  const toForward = forwardable(client, original)
   if (!toForward) {
     if (client.clean === false) broker.persistence.outgoingClearMessageId(client, original).then(noop, noop)
     setImmediate(done)
@@ -88,6 +87,13 @@ function deliverUncapped(client: AedesClient, original: Routed, done: () => void
       done()
     })
   })
+}
+
+/** lib/client.js `getToForwardPacket`: No Local [MQTT-3.8.3-3], de-duplication, the forward hooks. */
+function forwardable(client: AedesClient, packet: Routed): Routed | null {
+  if (packet.clientId === client.id && packet.nl) return null
+  if (!isNew(client, packet)) return null
+  return client.broker.authorizeForward(client, packet) as Routed | null
 }
 
 /** lib/client.js `dedupe`: a copy of a message this client was already given is not sent again. */

@@ -9,7 +9,7 @@ import { MemorySharedSubscriptionGroups, type Member, type SharedSubscriptionGro
 import { INTERNAL_SHARE_PREFIX, SHARE_PREFIX, groupKey, internalSharedTopic, parseSharedTopic, type SharedTopic } from './topic.js'
 
 export { MemorySharedSubscriptionGroups, SHARED_STRATEGIES, type SharedStrategy, type SharedSubscriptionGroups, type Member, type MessageRef } from './groups.js'
-export { parseSharedTopic, isSharedDelivery, INTERNAL_SHARE_PREFIX } from './topic.js'
+export { parseSharedTopic, INTERNAL_SHARE_PREFIX } from './topic.js'
 
 /*
  * Shared subscriptions `$share/<group>/<filter>` for 3.1.1 and 5.0 clients [MQTT-4.8.2]. aedes
