@@ -75,12 +75,19 @@ export function guardRedisCommands(redis: Redis, onCommandError: (err: Error) =>
 
 export function guardPersistence(persistence: Persistence, options: GuardOptions): Persistence {
   const wrapped = new Map<PropertyKey, unknown>()
+  // A stream op replaced through the proxy (see `set`) wraps the guarded original: its stream
+  // passes the original's error on, and the error is reported once.
+  const reported = new WeakSet<Error>()
   const wrap = (op: string, fn: AnyFn): AnyFn => {
     if (STREAMS.has(op)) {
       return (...args) => {
         const stream = fn.apply(persistence, args) as NodeJS.EventEmitter
         // A stream with no 'error' listener throws: aedes pipes the retained stream without one.
-        stream?.on?.('error', (err: Error) => options.onError(op, err, false))
+        stream?.on?.('error', (err: Error) => {
+          if (reported.has(err)) return
+          reported.add(err)
+          options.onError(op, err, false)
+        })
         return stream
       }
     }
@@ -124,7 +131,10 @@ export function guardPersistence(persistence: Persistence, options: GuardOptions
       if (fn === undefined) wrapped.set(prop, fn = wrap(prop, value as AnyFn))
       return fn
     },
-    // A method replaced later (mqtt/delivery-qos.ts caps retained streams) is guarded in turn.
+    // A method replaced later is guarded in turn: mqtt/redelivery.ts replaces `outgoingStream`
+    // (DUP on re-deliveries, resends paced by the client's window) and mqtt/delivery-qos.ts
+    // `createRetainedStreamCombi`. Without this the proxy kept serving its cached wrapper of the
+    // original, and on a cluster both replacements were silently skipped.
     set(target, prop, value, receiver) {
       wrapped.delete(prop)
       return Reflect.set(target, prop, value, receiver)

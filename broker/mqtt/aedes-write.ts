@@ -29,8 +29,14 @@ export function writeLikeAedes(client: WritableClient, packet: Packet, done: (er
     setImmediate(done, new Error('connection closed'))
     return
   }
-  // Looked up at call time: wire.ts replaces writeToStream on the module object.
-  const written = serializer.writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
+  let written: boolean
+  try {
+    // Looked up at call time: wire.ts replaces writeToStream on the module object.
+    written = serializer.writeToStream(packet, client.conn, WRITE_OPTIONS[client._wireVersion ?? 4] ?? WRITE_OPTIONS[4])
+  } catch (err) {
+    setImmediate(done, new Error('packet received not valid', { cause: err }))
+    return
+  }
   if (!written && !client.errored) client.waitForDrain(done)
   else setImmediate(done, null)
 }

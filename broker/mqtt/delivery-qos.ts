@@ -4,6 +4,7 @@ import type { Packet } from 'mqtt-packet'
 import { writeLikeAedes } from './aedes-write.js'
 import { internals, nextPacketId, type AedesBroker, type AedesClient } from './aedes-internals.js'
 import { topicMatches } from './topic.js'
+import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
 
 /*
  * The QoS of a delivery [MQTT-3.8.4-8]: the lower of the QoS the message was published (or
@@ -25,17 +26,23 @@ import { topicMatches } from './topic.js'
  *   subscription's takes aedes' own steps without the cap (`deliverWithoutExactCap`).
  */
 
-interface Granted { readonly qos: number }
+interface Granted { readonly qos: number; readonly nl?: boolean }
 
 const REASON_CODE_ERROR_THRESHOLD = 0x80
 
-/** The highest QoS granted to the client's subscriptions that match the topic, -1 for none. */
-export function grantedQos(client: Client, topic: string): number {
+/**
+ * The highest QoS granted to the client's ordinary subscriptions that take `packet`, -1 for none: a
+ * No Local subscription does not take the client's own messages [MQTT-3.8.3-3], and a shared
+ * subscription's copy is a delivery of its own.
+ */
+export function grantedQos(client: Client, packet: AedesPublishPacket): number {
   let max = -1
-  const subscriptions = internals(client).subscriptions
+  const subscriptions = internals(client).subscriptions as Record<string, Granted>
+  const own = (packet as Routed).clientId === client.id
   for (const filter in subscriptions) {
-    const { qos } = subscriptions[filter]
-    if (qos > max && topicMatches(filter, topic)) max = qos
+    const { qos, nl } = subscriptions[filter]
+    if (qos <= max || (nl === true && own) || filter.startsWith(INTERNAL_SHARE_PREFIX)) continue
+    if (topicMatches(filter, packet.topic)) max = qos
     if (max === 2) break
   }
   return max
@@ -148,12 +155,15 @@ export function capRetainedAtGranted(broker: AedesBroker): void {
     const subs = announced
     announced = undefined
     if (subs === undefined) return source
+    // Only the filters aedes asked for: not those that failed, nor Retain Handling 2, nor Retain
+    // Handling 1 for a subscription that already existed.
+    const asked = subs.filter((sub) => sub.qos < REASON_CODE_ERROR_THRESHOLD && patterns.includes(sub.topic))
     const atGranted = new Transform({
       objectMode: true,
       transform(packet: AedesPublishPacket, _encoding, next) {
         let max = -1
-        for (const sub of subs) {
-          if (sub.qos < REASON_CODE_ERROR_THRESHOLD && sub.qos > max && topicMatches(sub.topic, packet.topic)) max = sub.qos
+        for (const sub of asked) {
+          if (sub.qos > max && topicMatches(sub.topic, packet.topic)) max = sub.qos
         }
         // A copy: the persistence may hand out the stored message itself.
         next(null, max >= 0 && max < packet.qos ? { ...packet, qos: max } : packet)

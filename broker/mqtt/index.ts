@@ -123,7 +123,7 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     authorizeForward(client, packet) {
       if (client.version === 5) packet = identifiers.withAllIdentifiers(client, packet)
       if (packet.qos !== 2 || isSharedDelivery(packet)) return packet
-      const granted = grantedQos(client, packet.topic)
+      const granted = grantedQos(client, packet)
       return granted === 1 ? { ...packet, qos: 1 } as AedesPublishPacket : packet
     },
     close() {

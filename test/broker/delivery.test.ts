@@ -164,3 +164,32 @@ for (const version of [4, 5] as const) {
     await pub.endAsync()
   })
 }
+
+test('MQTT 5.0: a client\'s own QoS 2 message comes back at the QoS of the subscription that takes it, not of a No Local one that does not [MQTT-3.8.3-3, MQTT-3.8.4-8]', async () => {
+  const base = topicOf('nl-granted')
+  const self = await connect({ protocolVersion: 5 })
+  const got: number[] = []
+  self.on('message', (_topic, _payload, packet) => got.push(packet.qos))
+  await self.subscribeAsync(`${base}/b`, { qos: 1 })
+  await self.subscribeAsync(`${base}/+`, { qos: 2, nl: true })
+  await self.publishAsync(`${base}/b`, 'own', { qos: 2 })
+  const deadline = Date.now() + 10_000
+  while (got.length < 1 && Date.now() < deadline) await sleep(20)
+  await sleep(300)
+  assert.deepEqual(got, [1])
+  await self.endAsync()
+})
+
+test('MQTT 5.0: a retained message goes out at the granted QoS of the filters that asked for retained messages, not of one with Retain Handling 2 [MQTT-3.8.4-8, MQTT-3.3.1-11]', async () => {
+  const base = topicOf('retained-rh')
+  const pub = await connect({ protocolVersion: 5 })
+  await pub.publishAsync(`${base}/b`, 'kept', { qos: 1, retain: true })
+  const sub = await rawConnect(file.port, { clientId: `fp-rh-${process.pid}-${seq}`, clean: true }, 5)
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `${base}/+`, qos: 0, rh: 0 }, { topic: `${base}/#`, qos: 1, rh: 2 }] } as never)
+  await sub.waitFor((p) => isPublish(p) && p.payload.toString() === 'kept')
+  await sleep(300)
+  assert.deepEqual(sub.packets.filter(isPublish).map((p) => [p.payload.toString(), p.qos, p.retain]), [['kept', 0, true]])
+  await pub.publishAsync(`${base}/b`, '', { qos: 1, retain: true })
+  sub.send({ cmd: 'disconnect' })
+  await pub.endAsync()
+})

@@ -2,8 +2,10 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import type { IPublishPacket } from 'mqtt-packet'
 import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
+import { rawConnect } from '../helpers/raw-mqtt.js'
 import { collect, connect, connectCollecting, silentSession, startNodes, stopAll, waitUntil } from './nodes.js'
 
 /* One broker whatever node a client lands on: two nodes on one real Redis. */
@@ -99,6 +101,7 @@ test('on node A, a message from node B goes out at the granted QoS: a retained o
     assert.deepEqual(got[0], { topic: 'granted/sensor', payload: 'retained', qos: 0, retain: true })
     // The topic itself at QoS 0 must not cap what `granted/#` at QoS 1 takes.
     await sub.subscribeAsync('granted/sensor', { qos: 0 })
+    await waitUntil('the retained message for granted/sensor', () => got.length === 2)
     await sub.subscribeAsync('granted/#', { qos: 1 })
     await waitUntil('the retained message for granted/#', () => got.length === 3)
     assert.deepEqual(got.slice(1).map((m) => m.qos), [0, 1], 'again for granted/sensor at 0, for granted/# at 1')
@@ -109,6 +112,32 @@ test('on node A, a message from node B goes out at the granted QoS: a retained o
   } finally {
     await pub.publishAsync('granted/sensor', '', { qos: 1, retain: true })
     await Promise.all([pub.endAsync(), sub.endAsync()])
+  }
+})
+
+test('a persistent session resumed on node B gets the QoS 1 message it left unacknowledged on node A again, same packet identifier, DUP 1 [MQTT-4.4.0-1, MQTT-3.3.1-1]', async () => {
+  const clientId = `resume-dup-${process.pid}`
+  const first = await rawConnect(a.ports.mqtt, { clientId, clean: false }, 4)
+  first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'dup/sensor', qos: 1 }] })
+  await first.waitFor((p) => p.cmd === 'suback')
+  const pub = await connect(b, { protocolVersion: 4 })
+  try {
+    await pub.publishAsync('dup/sensor', 'unacknowledged', { qos: 1 })
+    const delivered = await first.waitFor<IPublishPacket>((p) => p.cmd === 'publish')
+    assert.equal(delivered.dup, false)
+    // No PUBACK: the connection drops with the message in flight.
+    first.destroy()
+    await first.closed
+    const second = await rawConnect(b.ports.mqtt, { clientId, clean: false }, 4)
+    const again = await second.waitFor<IPublishPacket>((p) => p.cmd === 'publish')
+    assert.deepEqual([again.payload.toString(), again.messageId, again.dup], ['unacknowledged', delivered.messageId, true])
+    second.send({ cmd: 'puback', messageId: again.messageId })
+    second.send({ cmd: 'disconnect' })
+    await second.closed
+    const last = await rawConnect(b.ports.mqtt, { clientId, clean: true }, 4)
+    last.send({ cmd: 'disconnect' })
+  } finally {
+    await pub.endAsync()
   }
 })
 
