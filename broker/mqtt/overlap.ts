@@ -1,7 +1,6 @@
 import type { AedesPublishPacket } from 'aedes'
-import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
 import type { AedesClient } from './aedes-internals.js'
-import { topicMatches } from './topic.js'
+import { grantedQos } from './delivery-qos.js'
 
 /*
  * [MQTT-3.3.4-2] "If the Client has multiple overlapping subscriptions, the Server MUST deliver
@@ -17,30 +16,15 @@ import { topicMatches } from './topic.js'
  * subscription pay for the check, one pass over the client's subscriptions.
  */
 
-interface Sub { readonly qos: number; readonly nl?: boolean }
-
 const wrapped = new WeakSet<object>()
-
-/** Whether another of `client`'s subscriptions takes `packet` at QoS 1 or 2. */
-function higherQosTakes(client: AedesClient, packet: AedesPublishPacket): boolean {
-  const subscriptions = client.subscriptions as Record<string, Sub>
-  const publisher = (packet as AedesPublishPacket & { clientId?: string }).clientId
-  for (const filter in subscriptions) {
-    const sub = subscriptions[filter]
-    if (sub.qos === 0 || filter.startsWith(INTERNAL_SHARE_PREFIX)) continue
-    // A No Local subscription does not take the client's own messages [MQTT-3.8.3-3].
-    if (sub.nl === true && publisher === client.id) continue
-    if (topicMatches(filter, packet.topic)) return true
-  }
-  return false
-}
 
 export function deliverAtHighestQos(client: AedesClient): void {
   if (wrapped.has(client)) return
   wrapped.add(client)
   const deliver0 = client.deliver0
   client.deliver0 = function deliverQoS0AtMost(packet, done) {
-    if (packet.qos > 0 && higherQosTakes(client, packet)) {
+    // Another of the client's subscriptions takes it at QoS 1 or 2.
+    if (packet.qos > 0 && grantedQos(client, packet) > 0) {
       setImmediate(done)
       return
     }
