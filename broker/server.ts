@@ -7,6 +7,8 @@ import { logClientConnections } from './features/connection-log.js'
 import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
+import { capRetainedAtGranted } from './mqtt/delivery-qos.js'
+import type { AedesBroker } from './mqtt/aedes-internals.js'
 import { pubackAfterPublish } from './mqtt/puback-order.js'
 import { installFastPublish } from './mqtt/fast-publish.js'
 import { shutdownNode, trackConnections } from './features/shutdown.js'
@@ -73,6 +75,8 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
   guardEmitter((aedes as unknown as { mq: object }).mq)
   markRedeliveries(aedes)
+  // Retained messages sent on SUBSCRIBE at the granted QoS [MQTT-3.8.4-8] (delivery-qos.ts).
+  capRetainedAtGranted(aedes as unknown as AedesBroker)
   // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).
   aedes.once('closed', pubackAfterPublish(aedes))
   // PUBLISH → authorize → publish → PUBACK without aedes' handler chain (fast-publish.ts).

@@ -48,12 +48,8 @@ export function grantedQos(client: Client, packet: AedesPublishPacket): number {
   return max
 }
 
-const uncapped = new WeakSet<object>()
-
 /** Installs, under the client's other delivery wrappers, the delivery without aedes' exact-topic cap. */
 export function deliverWithoutExactCap(client: AedesClient): void {
-  if (uncapped.has(client)) return
-  uncapped.add(client)
   const deliverQoS = client.deliverQoS
   client.deliverQoS = function deliverAtDecidedQos(packet, done) {
     const exact = client.subscriptions[packet.topic] as Granted | undefined
@@ -132,17 +128,14 @@ function qosPacket(client: AedesClient, broker: AedesBroker, original: Routed): 
   return packet as unknown as Routed
 }
 
-const capped = new WeakSet<object>()
-
 /**
  * Retained messages sent in response to a SUBSCRIBE go out at no more than the granted QoS of that
  * SUBSCRIBE's matching filters. aedes announces the SUBSCRIBE (its `subscribe` event, with each
  * filter's granted QoS) and, in the same synchronous step, asks the persistence for the retained
- * messages of its filters (lib/handlers/subscribe.js `completeSubscribe`).
+ * messages of its filters (lib/handlers/subscribe.js `completeSubscribe`). Installed once per
+ * broker, before any client connects (server.ts).
  */
 export function capRetainedAtGranted(broker: AedesBroker): void {
-  if (capped.has(broker)) return
-  capped.add(broker)
   let announced: readonly { topic: string; qos: number }[] | undefined
   broker.on('subscribe', (subs: { topic: string; qos: number }[]) => {
     announced = subs

@@ -9,7 +9,7 @@ import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { installSubackOrder } from './suback-order.js'
 import { deliverAtHighestQos, dedupeByMessage } from './overlap.js'
-import { capRetainedAtGranted, deliverWithoutExactCap, grantedQos } from './delivery-qos.js'
+import { deliverWithoutExactCap, grantedQos } from './delivery-qos.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { isSharedDelivery } from '../shared/topic.js'
 import { tapOutbound } from './wire.js'
@@ -109,12 +109,12 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     name: 'mqtt-protocol',
     preConnect(client) {
       // Before any subscription (restored ones included) captures the client's deliver functions;
-      // the delivery without aedes' exact-topic cap first, as it stands in for aedes' own.
+      // the delivery without aedes' exact-topic cap first, as it stands in for aedes' own. Once per
+      // connection: aedes refuses a second CONNECT before preConnect (lib/handlers/index.js).
       const c = internals(client)
       deliverWithoutExactCap(c)
       dedupeByMessage(c)
       deliverAtHighestQos(c)
-      capRetainedAtGranted(c.broker)
     },
     authorizeSubscribe(client, sub) {
       identifiers.subscribed(client, sub)

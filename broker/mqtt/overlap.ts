@@ -16,11 +16,7 @@ import { grantedQos } from './delivery-qos.js'
  * subscription pay for the check, one pass over the client's subscriptions.
  */
 
-const wrapped = new WeakSet<object>()
-
 export function deliverAtHighestQos(client: AedesClient): void {
-  if (wrapped.has(client)) return
-  wrapped.add(client)
   const deliver0 = client.deliver0
   client.deliver0 = function deliverQoS0AtMost(packet, done) {
     // Another of the client's subscriptions takes it at QoS 1 or 2.
@@ -44,8 +40,6 @@ export function deliverAtHighestQos(client: AedesClient): void {
  * counter is the last one delivered to that client: anything else resets the record first.
  */
 export function dedupeByMessage(client: AedesClient): void {
-  if (deduped.has(client)) return
-  deduped.add(client)
   const { deliver0, deliverQoS } = client
   client.deliver0 = function deliverOnce0(packet, done) {
     forgetUnlessSame(client, packet)
@@ -63,5 +57,3 @@ function forgetUnlessSame(client: AedesClient, packet: AedesPublishPacket): void
   const { brokerId, brokerCounter } = packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number }
   if (brokerId !== undefined && duplicates[brokerId] !== brokerCounter) duplicates[brokerId] = 0
 }
-
-const deduped = new WeakSet<object>()
