@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { performance } from 'node:perf_hooks'
-import { makeRealtime } from './brokers.js'
+import { runDownlink, runPubSub } from './shapes.js'
 import { PacketType, PublishTemplate, WireClient, publishLayout, writePuback, type Endpoint } from './wire.js'
 import {
   RELEASE,
@@ -13,8 +12,6 @@ import {
   type JobResult,
   type LatencyJob,
   type LatencyResult,
-  type ThroughputJob,
-  type ThroughputResult,
 } from './jobs.js'
 
 /*
@@ -24,32 +21,11 @@ import {
  * float64 send time (performance.now()), so latency needs no clock shared between processes.
  */
 
-/** CPU time the processes have used, seconds (utime + stime in /proc/PID/stat, 100 ticks per second). */
-function cpuSeconds(pids: readonly number[]): number {
-  let ticks = 0
-  for (const pid of pids) {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    ticks += Number(fields[11]) + Number(fields[12])
-  }
-  return ticks / 100
-}
-
-/** Time the processes' main threads waited for a CPU while runnable, seconds (/proc/PID/schedstat, ns). */
-function runQueueSeconds(pids: readonly number[]): number {
-  let ns = 0
-  for (const pid of pids) ns += Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
-  return ns / 1e9
-}
-
 const PROBE = 0
 const DATA = 1
 const PROBE_INTERVAL_MS = 100
 const PROBE_TIMEOUT_MS = 15_000
 const DRAIN_TIMEOUT_MS = 15_000
-/** Packets a publisher writes per turn of the pump: one write, one syscall. */
-const PUBLISH_BATCH = 64
 
 const input = createInterface({ input: process.stdin })
 const lines = input[Symbol.asyncIterator]()
@@ -91,124 +67,6 @@ async function probeUntilReady(publishers: readonly { client: WireClient; probe:
   }
   // Let probes still on their way arrive before counting starts.
   await sleep(PROBE_INTERVAL_MS)
-}
-
-async function runThroughput(job: ThroughputJob): Promise<ThroughputResult> {
-  const received = new Array<number>(job.subscribers).fill(0)
-  // Declared before any socket exists: their callbacks call schedulePump() during the probe.
-  let sent = 0
-  let publishing = false
-  let pumpScheduled = false
-  let turn = 0
-  const probesSeen = Array.from({ length: job.subscribers }, () => new Set<number>())
-  const subscribers: WireClient[] = []
-  for (let i = 0; i < job.subscribers; i++) {
-    const client = await WireClient.connect(endpointFor(job.subscribe, i), { clientId: `bench-sub-${i}` })
-    let acks: Buffer[] = []
-    client.onFrame((first, buf, start) => {
-      if (first >> 4 !== PacketType.PUBLISH) return
-      const { payloadStart, packetId } = publishLayout(first, buf, start)
-      if (packetId) {
-        const ack = Buffer.allocUnsafe(4)
-        writePuback(ack, 0, packetId)
-        acks.push(ack)
-      }
-      if (buf[payloadStart] === DATA) received[i]++
-      else probesSeen[i].add(buf[payloadStart + 1])
-    })
-    client.afterRead = () => {
-      if (acks.length) {
-        client.socket.write(acks.length === 1 ? acks[0] : Buffer.concat(acks))
-        acks = []
-      }
-      schedulePump()
-    }
-    await client.subscribe('bench/+', job.qos)
-    subscribers.push(client)
-  }
-
-  const publishers: { client: WireClient; data: PublishTemplate; probe: PublishTemplate; inflight: number; nextId: number }[] = []
-  for (let i = 0; i < job.publishers; i++) {
-    const client = await WireClient.connect(endpointFor(job.publish, i), { clientId: `bench-pub-${i}` })
-    const topic = `bench/${i}`
-    const probeBody = payload(PROBE, job.payloadBytes)
-    probeBody[1] = i
-    const publisher = { client, data: new PublishTemplate(topic, payload(DATA, job.payloadBytes), job.qos), probe: new PublishTemplate(topic, probeBody, 0), inflight: 0, nextId: 1 }
-    client.onFrame((first) => {
-      if (first >> 4 === PacketType.PUBACK) publisher.inflight--
-    })
-    client.afterRead = schedulePump
-    client.socket.on('drain', schedulePump)
-    publishers.push(publisher)
-  }
-  await probeUntilReady(publishers, probesSeen)
-
-  function schedulePump(): void {
-    if (!publishing || pumpScheduled) return
-    pumpScheduled = true
-    setImmediate(pump)
-  }
-  function pump(): void {
-    pumpScheduled = false
-    if (!publishing) return
-    let slowest = Infinity
-    for (const r of received) if (r < slowest) slowest = r
-    turn = (turn + 1) % publishers.length
-    for (let k = 0; k < publishers.length; k++) {
-      const p = publishers[(turn + k) % publishers.length]
-      if (p.client.socket.writableNeedDrain) continue
-      const ahead = sent - slowest
-      let count = Math.min(PUBLISH_BATCH, job.maxAhead - ahead)
-      if (job.qos === 1) count = Math.min(count, job.inflightPerPublisher - p.inflight)
-      if (count <= 0) continue
-      const size = p.data.bytes.length
-      const out = Buffer.allocUnsafe(size * count)
-      for (let m = 0; m < count; m++) {
-        p.data.copyInto(out, m * size, p.nextId)
-        p.nextId = p.nextId === 65_535 ? 1 : p.nextId + 1
-      }
-      p.inflight += job.qos === 1 ? count : 0
-      sent += count
-      p.client.socket.write(out)
-    }
-  }
-
-  const total = (): number => received.reduce((a, b) => a + b, 0)
-  publishing = true
-  pump()
-  await sleep(job.warmupMs)
-  const startCount = total()
-  const startTime = performance.now()
-  const startCpu = process.cpuUsage()
-  const startBrokerCpu = cpuSeconds(job.brokerPids)
-  const startBrokerWait = runQueueSeconds(job.brokerPids)
-  await sleep(job.windowMs)
-  const endCount = total()
-  const windowMs = performance.now() - startTime
-  const cpu = process.cpuUsage(startCpu)
-  const brokerCpu = cpuSeconds(job.brokerPids) - startBrokerCpu
-  const brokerWait = runQueueSeconds(job.brokerPids) - startBrokerWait
-  publishing = false
-
-  const expected = (): number => sent * job.subscribers
-  await waitFor(
-    () => total() >= expected() && publishers.every((p) => p.inflight === 0),
-    DRAIN_TIMEOUT_MS,
-    () => `subscribers received ${total()} of ${expected()} messages`,
-  ).catch(() => undefined)
-  for (const c of [...publishers.map((p) => p.client), ...subscribers]) c.close()
-  return {
-    kind: 'throughput',
-    deliveredPerSecond: ((endCount - startCount) * 1000) / windowMs,
-    sent,
-    expected: expected(),
-    received: total(),
-    windowMs,
-    generatorCpuPercent: ((cpu.user + cpu.system) / 10) / windowMs,
-    brokerCpuPercent: (brokerCpu * 100_000) / windowMs,
-    brokerWaitPercent: (brokerWait * 100_000) / windowMs,
-    brokerCpuMicrosPerMessage: (brokerCpu * 1e6) / Math.max(endCount - startCount, 1),
-  }
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -333,7 +191,9 @@ async function runIdle(job: IdleJob): Promise<IdleResult> {
 function run(job: Job): Promise<JobResult> {
   switch (job.kind) {
     case 'throughput':
-      return runThroughput(job)
+      return runPubSub(job).then((result) => ({ kind: 'throughput', ...result }))
+    case 'downlink':
+      return runDownlink(job).then((result) => ({ kind: 'downlink', ...result }))
     case 'latency':
       return runLatency(job)
     case 'idle':
@@ -343,8 +203,6 @@ function run(job: Job): Promise<JobResult> {
 
 const first = await lines.next()
 if (first.done) throw new Error('the generator expects a job as one JSON line on stdin')
-// --realtime (bench/brokers.ts): this main thread, started by now, takes its core first.
-makeRealtime(process.pid)
 const result = await run(JSON.parse(first.value) as Job)
 emit({ event: 'result', result })
 input.close()

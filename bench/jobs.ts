@@ -1,3 +1,4 @@
+import type { DownlinkOptions, PubSubOptions, ShapeResult } from './shapes.js'
 import type { Endpoint } from './wire.js'
 
 /*
@@ -7,57 +8,22 @@ import type { Endpoint } from './wire.js'
  * publish on one node and subscribe on another.
  */
 
-/** Every subscriber subscribes to every publisher's topic: each published message is due once per subscriber. */
-export interface ThroughputJob {
+/**
+ * `publishers` clients publish to `fleet/<i>`, and each of `subscribers` clients holds `fleet/+`:
+ * every published message is due once per subscriber (bench/shapes.ts runs it).
+ */
+export interface ThroughputJob extends PubSubOptions {
   readonly kind: 'throughput'
-  readonly qos: 0 | 1
-  readonly publishers: number
-  readonly subscribers: number
-  /** Publisher i connects to publish[i % length]. */
-  readonly publish: readonly Endpoint[]
-  /** Subscriber i connects to subscribe[i % length]. */
-  readonly subscribe: readonly Endpoint[]
-  readonly payloadBytes: number
-  readonly warmupMs: number
-  readonly windowMs: number
-  /** Unacknowledged QoS 1 PUBLISH packets per publisher. */
-  readonly inflightPerPublisher: number
-  /**
-   * Messages the publishers may be ahead of the slowest subscriber. Bounds the queues inside the
-   * broker, so the bench measures the rate a broker sustains without loss rather than how much it
-   * buffers (QoS 0 has no acknowledgement to pace publishers otherwise).
-   */
-  readonly maxAhead: number
-  /** Broker processes whose CPU time the generator reads at the edges of the window. */
-  readonly brokerPids: readonly number[]
 }
 
-export interface ThroughputResult {
-  readonly kind: 'throughput'
-  /** Messages delivered to subscribers per second during the window (all subscribers together). */
-  readonly deliveredPerSecond: number
-  /** Messages published (after the readiness probe). */
-  readonly sent: number
-  /** sent × subscribers. */
-  readonly expected: number
-  /** Messages the subscribers received, all together. */
-  readonly received: number
-  /** Real length of the measuring window, ms. */
-  readonly windowMs: number
-  /** The generator's own CPU use in the window, percent of one core: near 100, it is the bottleneck. */
-  readonly generatorCpuPercent: number
-  /** The brokers' CPU use in the window, percent of one core. */
-  readonly brokerCpuPercent: number
-  /**
-   * Time the broker was runnable but waited for its core while other processes ran, percent of
-   * the window: high, and the rate says more about the machine's load than about the broker.
-   */
-  readonly brokerWaitPercent: number
-  /**
-   * Broker CPU time per delivered message in the window, µs. Unlike the rate, it barely moves when
-   * other processes take turns on the broker's core, so it cross-checks a ratio on a busy machine.
-   */
-  readonly brokerCpuMicrosPerMessage: number
+/** A backend publishes to `cmd/<id>`, one subscription per device (bench/shapes.ts runs it). */
+export interface DownlinkJob extends DownlinkOptions {
+  readonly kind: 'downlink'
+}
+
+/** The rate in the window, each side's CPU and the broker's CPU per message (bench/shapes.ts). */
+export interface ThroughputResult extends ShapeResult {
+  readonly kind: 'throughput' | 'downlink'
 }
 
 /** One publisher and one subscriber, QoS 1 both ways, at a fixed rate. */
@@ -109,7 +75,7 @@ export interface IdleResult {
   readonly connectsPerSecond: number
 }
 
-export type Job = ThroughputJob | LatencyJob | IdleJob
+export type Job = ThroughputJob | DownlinkJob | LatencyJob | IdleJob
 export type JobResult = ThroughputResult | LatencyResult | IdleResult
 
 /** Lines the generator prints on stdout. */
