@@ -205,7 +205,8 @@ async function main(): Promise<void> {
             + `${result.brokerCpuMicrosPerMessage === undefined ? '' : ` ${result.brokerCpuMicrosPerMessage.toFixed(2)} µs/msg`}`
             + ` (received ${result.received}/${result.expected}, broker CPU ${result.brokerCpuPercent.toFixed(0)}%`
             + `${result.brokerWaitPercent === undefined ? '' : `, broker waited for its core ${result.brokerWaitPercent.toFixed(0)}%`}`
-            + `${result.generatorCpuPercent === undefined ? '' : `, generator CPU ${result.generatorCpuPercent.toFixed(0)}%`}; load ${loadAverages()})`
+            + `${result.generatorCpuPercent === undefined ? '' : `, generator CPU ${result.generatorCpuPercent.toFixed(0)}%`}`
+            + `${result.generatorCoreBusyPercent === undefined ? '' : `, generator's core busy ${result.generatorCoreBusyPercent.toFixed(0)}%`}; load ${loadAverages()})`
             + `${result.invalid === undefined ? '' : ` INVALID: ${result.invalid}`}`)
         } finally {
           await broker.stop()
@@ -233,7 +234,7 @@ async function main(): Promise<void> {
   } else {
     process.stdout.write(`${table(rows, setups)}\n\n`)
     if (rows.some((r) => r.invalid.length)) {
-      process.stdout.write('* no run of this setup measured the broker (generator above 70 % of its core, or broker below 90 % of its own): '
+      process.stdout.write('* no run of this setup measured the broker (generator\'s core above 70 % busy, or broker below 90 % of its own): '
         + 'the median of all its runs is shown and no target is judged; CPU per message still compares the brokers\n')
     }
     process.stdout.write(`${profile.runs} run(s) per scenario and broker, medians; brokers on CPU ${summary.brokerCpus}, generator on CPU ${summary.generatorCpus}`

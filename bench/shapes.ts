@@ -31,9 +31,17 @@ export interface ShapeResult {
   readonly expected: number
   readonly received: number
   readonly windowMs: number
+  /** The generator process's CPU use, percent of one core. */
   readonly generatorCpuPercent: number
+  /**
+   * How busy the generator's cores were, by anything (the generator and its neighbours on a shared
+   * machine), percent: a starved generator limits the rate as surely as a busy one.
+   */
+  readonly generatorCoreBusyPercent: number
   readonly brokerCpuPercent: number
   readonly brokerWaitPercent: number
+  /** Time the generator's main thread waited for its core while runnable, percent of the window. */
+  readonly generatorWaitPercent: number
   readonly brokerCpuMicrosPerMessage: number
 }
 
@@ -47,6 +55,30 @@ export function cpuSeconds(pids: readonly number[]): number {
     ticks += Number(fields[11]) + Number(fields[12])
   }
   return ticks / 100
+}
+
+/** The cores this process may run on (Cpus_allowed_list in /proc/self/status: `1`, `0-1`, `1,3`). */
+function ownCores(): number[] {
+  const list = /^Cpus_allowed_list:\s*(.+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? ''
+  return list.split(',').flatMap((range) => {
+    const [from, to = from] = range.split('-').map(Number)
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i)
+  })
+}
+
+/** Busy and total jiffies of `cores`, summed (/proc/stat: idle and iowait are the idle fields). */
+function coreJiffies(cores: readonly number[]): { busy: number; total: number } {
+  let busy = 0
+  let total = 0
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const match = /^cpu(\d+) (.*)$/.exec(line)
+    if (!match || !cores.includes(Number(match[1]))) continue
+    const fields = match[2].trim().split(/\s+/).slice(0, 8).map(Number)
+    const sum = fields.reduce((a, b) => a + b, 0)
+    total += sum
+    busy += sum - fields[3] - fields[4]
+  }
+  return { busy, total }
 }
 
 /** Time the processes' main threads waited for a CPU while runnable, seconds (/proc/PID/schedstat, ns). */
@@ -94,19 +126,26 @@ async function measure(window: Window, delivered: () => number, stop: () => void
   const startCpu = process.cpuUsage()
   const startBrokerCpu = cpuSeconds(window.brokerPids)
   const startBrokerWait = runQueueSeconds(window.brokerPids)
+  const startWait = runQueueSeconds([process.pid])
+  const cores = ownCores()
+  const startCores = coreJiffies(cores)
   await sleep(window.windowMs)
   const count = delivered() - startCount
   const windowMs = performance.now() - startTime
   const cpu = process.cpuUsage(startCpu)
   const brokerCpu = cpuSeconds(window.brokerPids) - startBrokerCpu
   const brokerWait = runQueueSeconds(window.brokerPids) - startBrokerWait
+  const wait = runQueueSeconds([process.pid]) - startWait
+  const endCores = coreJiffies(cores)
   stop()
   return {
     deliveredPerSecond: (count * 1000) / windowMs,
     windowMs,
     generatorCpuPercent: (cpu.user + cpu.system) / 10 / windowMs,
+    generatorCoreBusyPercent: (100 * (endCores.busy - startCores.busy)) / Math.max(endCores.total - startCores.total, 1),
     brokerCpuPercent: (brokerCpu * 100_000) / windowMs,
     brokerWaitPercent: (brokerWait * 100_000) / windowMs,
+    generatorWaitPercent: (wait * 100_000) / windowMs,
     brokerCpuMicrosPerMessage: (brokerCpu * 1e6) / Math.max(count, 1),
   }
 }
@@ -183,8 +222,10 @@ export async function runPubSub(o: PubSubOptions): Promise<ShapeResult> {
     let slowest = received[0]
     for (let i = 1; i < received.length; i++) if (received[i] < slowest) slowest = received[i]
     turn = (turn + 1) % publishers.length
+    const sentBefore = sent
     for (let k = 0; k < publishers.length; k++) {
       const room = o.maxAhead - (sent - slowest)
+      // The subscriber's next read schedules the next pass.
       if (room <= 0) return
       const p = publishers[(turn + k) % publishers.length]
       if (p.client.socket.writableNeedDrain) continue
@@ -214,6 +255,9 @@ export async function runPubSub(o: PubSubOptions): Promise<ShapeResult> {
       sent += count
       p.client.socket.write(out)
     }
+    // One pass over the publishers per turn of the event loop, and another next turn while there
+    // is room: a publisher's packets leave in separate turns, as separate reads for the broker.
+    if (sent > sentBefore) schedule()
   }
 
   const total = (): number => {
