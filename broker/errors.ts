@@ -14,6 +14,7 @@ export const ERRORS = {
   ANONYMOUS_DISABLED: 'no user can connect',
   CLUSTER: 'the cluster operation failed',
   MGMT_REQUEST: 'the management API refused the request',
+  MGMT_TOKEN: 'the local management token cannot be written',
 } as const
 
 export type ErrorCode = keyof typeof ERRORS

@@ -11,6 +11,8 @@ import { createMetrics } from './mgmt/metrics.js'
 import { sysFeature } from './sys/index.js'
 import { mqttProtocolFeature } from './mqtt/index.js'
 import { sharedSubscriptionsFeature } from './shared/index.js'
+import { createLocalToken, type LocalToken } from './mgmt/local-token.js'
+import { installLastResortHandler, uncaughtErrors } from './features/last-resort.js'
 
 /*
  * A node from a validated config: the features in the order their hooks run, the management
@@ -30,9 +32,13 @@ export interface RunningNode extends FleetmqNode {
 export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode, onListen?: () => void): Promise<RunningNode> {
   // auth before acl: the ACL reads the identity authentication established.
   const auth = authFeature(config, log)
+  const localToken = config.mgmt.enabled ? writeLocalToken(config, log) : undefined
+  // Every non-health route takes an admin user or this start's management token, from any address.
+  const authorizeMgmt = async (req: import('node:http').IncomingMessage): Promise<boolean> =>
+    localToken?.matches(req) === true || (await auth.authorizeMgmt(req))
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
   const cluster = createCluster(config, log, {
-    authorizeAdmin: (req) => auth.authorizeMgmt(req),
+    authorizeOperator: authorizeMgmt,
     restart: async (next) => {
       const running = target ?? self
       await running.close()
@@ -44,6 +50,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   // metrics last: it counts what every other feature let through.
   const metrics = createMetrics()
   metrics.counterSource('fleetmq_persistence_errors_total', 'persistence operations Redis refused or failed (e.g. NOREPLICAS); the node keeps running', () => cluster.readiness().backend.persistenceErrors)
+  metrics.counterSource('fleetmq_uncaught_errors_total', 'exceptions no handler caught; the node logged each and kept serving (a bug: report it)', uncaughtErrors)
   cluster.useMetrics(metrics)
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })
@@ -54,7 +61,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     log,
     features,
     routes: [...healthRoutes(() => node, cluster.readiness), metrics.route, ...auth.routes, ...cluster.routes],
-    authorizeMgmt: (req) => auth.authorizeMgmt(req),
+    authorizeMgmt,
     aedesOptions: cluster.aedesOptions,
     beforeListen: (aedes) => {
       metrics.observe(aedes)
@@ -69,6 +76,18 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   // The last line of a start: everything is up (the cluster membership too) and signals apply.
   log.info({ listeners: self.listeners.map((l) => `${l.name} ${l.host}:${l.port}`), mgmt: self.mgmt ? `${self.mgmt.host}:${self.mgmt.port}` : null }, 'started')
   return self
+}
+
+/** The management token for `fleetmq` commands on this host; without it they need an admin user. */
+function writeLocalToken(config: Config, log: Logger): LocalToken | undefined {
+  try {
+    const token = createLocalToken(config.dataDir)
+    log.debug({ file: token.file }, 'wrote the management token for fleetmq commands on this host')
+    return token
+  } catch (err) {
+    log.warn(`${(err as Error).message}; until then fleetmq cluster commands on this host need an admin user`)
+    return undefined
+  }
 }
 
 /**
@@ -144,6 +163,7 @@ export function handleSignals(config: Config, log: Logger): StartSignals {
     if (node !== undefined) void reloadNode(node)
     else reloadPending = true
   }
+  installLastResortHandler(log)
   process.on('SIGTERM', () => onStop('SIGTERM'))
   process.on('SIGINT', () => onStop('SIGINT'))
   process.on('SIGHUP', onReload)

@@ -101,6 +101,7 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
         port: config.mgmt.port,
         log,
         routes: parts.routes ?? [],
+        allowedHosts: config.mgmt.allowedHosts,
         authorize: parts.authorizeMgmt ?? (() => false),
       })
       log.info({ host: mgmt.host, port: mgmt.port }, `management API on http://${mgmt.host}:${mgmt.port}`)

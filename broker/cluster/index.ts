@@ -28,8 +28,8 @@ import { MIN_SECRET_BYTES, readClusterSecret } from './secret.js'
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string }
 
 export interface ClusterOptions {
-  /** Admin credentials check for the management API (from the auth feature). */
-  readonly authorizeAdmin?: (req: IncomingMessage) => Promise<boolean> | boolean
+  /** An admin user or the node's management token: the management API's own check. */
+  readonly authorizeOperator?: (req: IncomingMessage) => Promise<boolean> | boolean
   /** Replaces the running node by one built from `next` (after `cluster join`). */
   readonly restart: (next: Config) => Promise<void>
   /** Stops the process gracefully (after `cluster leave`). */
@@ -213,7 +213,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
         return packet
       },
     },
-    routes: clusterRoutes(handlers, { secret, authorizeAdmin: options.authorizeAdmin, rate: settings.mgmtRate, burst: settings.mgmtBurst }),
+    routes: clusterRoutes(handlers, { secret, authorizeOperator: options.authorizeOperator, rate: settings.mgmtRate, burst: settings.mgmtBurst }),
     sharedGroups,
     useMetrics(metrics) {
       backend.useMetrics(metrics)

@@ -2,25 +2,26 @@ import type { IncomingMessage } from 'node:http'
 import type { Route, RouteResult } from '../mgmt/http.js'
 import { isFleetmqError } from '../errors.js'
 import { createRateLimiter } from './rate-limit.js'
-import { bearerToken, isLoopback, secretsEqual } from './secret.js'
+import { bearerToken, secretsEqual } from './secret.js'
 
 /*
  * The cluster's management routes. The management server treats them as public and they check
  * credentials themselves, because the cluster secret is valid here and nowhere else:
  *
  *   GET  /api/v1/cluster/descriptor  the cluster secret only (Bearer): it hands out Redis credentials
- *   GET  /api/v1/cluster/status      the cluster secret, an admin, or a request from this host
- *   POST /api/v1/cluster/join        an admin or a request from this host
- *   POST /api/v1/cluster/leave       the cluster secret, an admin, or a request from this host
+ *   GET  /api/v1/cluster/status      the cluster secret, an admin, or the node's management token
+ *   POST /api/v1/cluster/join        the cluster secret, an admin, or the node's management token
+ *   POST /api/v1/cluster/leave       the cluster secret, an admin, or the node's management token
  *
- * "From this host" (loopback) is how `fleetmq cluster …` works on the node itself, like
- * `emqx_ctl`: whoever can run commands on the host can already read the config and its secrets.
- * Every route is rate-limited per remote address (token bucket) and answers 429 beyond it.
+ * The management token (`<dataDir>/mgmt.token`, see mgmt/local-token.ts) is how `fleetmq cluster …`
+ * works on the node itself, like `emqx_ctl`: whoever can read the node's files may manage it. A
+ * request from loopback is trusted no more than any other: local users and web pages reach
+ * loopback too. Every route is rate-limited per remote address (token bucket) and answers 429 beyond it.
  */
 
 export const CLUSTER_API = '/api/v1/cluster'
 
-export type Access = 'secret' | 'local'
+export type Access = 'secret' | 'operator'
 
 export interface ClusterHandlers {
   descriptor(): Promise<RouteResult> | RouteResult
@@ -32,8 +33,8 @@ export interface ClusterHandlers {
 export interface ClusterRouteOptions {
   /** The cluster secret, or undefined when none is configured. */
   readonly secret: string | undefined
-  /** Admin credentials check from the auth feature. */
-  readonly authorizeAdmin?: (req: IncomingMessage) => Promise<boolean> | boolean
+  /** An admin user or the node's management token (the management server's own check). */
+  readonly authorizeOperator?: (req: IncomingMessage) => Promise<boolean> | boolean
   readonly rate: number
   readonly burst: number
 }
@@ -63,14 +64,14 @@ export function clusterRoutes(handlers: ClusterHandlers, options: ClusterRouteOp
         return error(429, 'too many cluster management requests from this address; retry in a few seconds')
       }
       let allowed = secretOk(req)
-      if (!allowed && access === 'local') allowed = isLoopback(req) || (await options.authorizeAdmin?.(req)) === true
+      if (!allowed && access === 'operator') allowed = (await options.authorizeOperator?.(req)) === true
       if (!allowed) {
         if (access === 'secret' && options.secret === undefined) {
           return error(503, 'this node has no cluster secret (cluster.secretFile); it cannot admit other nodes')
         }
         return error(401, access === 'secret'
           ? 'the cluster secret is missing or wrong; use the secret file of the cluster (--cluster-secret-file)'
-          : 'authentication required: the cluster secret (Bearer), an admin user (Basic), or a request from the node\'s host')
+          : 'authentication required: the cluster secret (Bearer), an admin user (Basic), or the node\'s management token (Bearer, <dataDir>/mgmt.token: run fleetmq as the node\'s user, with its --data-dir)')
       }
       try {
         return await handle(req, body)
@@ -82,17 +83,17 @@ export function clusterRoutes(handlers: ClusterHandlers, options: ClusterRouteOp
 
   return [
     { method: 'GET', path: `${CLUSTER_API}/descriptor`, public: true, handle: guard('secret', () => handlers.descriptor()) },
-    { method: 'GET', path: `${CLUSTER_API}/status`, public: true, handle: guard('local', () => handlers.status()) },
+    { method: 'GET', path: `${CLUSTER_API}/status`, public: true, handle: guard('operator', () => handlers.status()) },
     {
       method: 'POST',
       path: `${CLUSTER_API}/join`,
       public: true,
-      handle: guard('local', (_req, body) => {
+      handle: guard('operator', (_req, body) => {
         const parsed = parseJson(body)
         if (parsed === undefined) return error(400, 'the request body is not JSON; send {"seed": "HOST:PORT", "secret": "…"}')
         return handlers.join(parsed)
       }),
     },
-    { method: 'POST', path: `${CLUSTER_API}/leave`, public: true, handle: guard('local', () => handlers.leave()) },
+    { method: 'POST', path: `${CLUSTER_API}/leave`, public: true, handle: guard('operator', () => handlers.leave()) },
   ]
 }

@@ -36,8 +36,3 @@ export function bearerToken(req: IncomingMessage): string | undefined {
   const match = header ? /^Bearer\s+(\S+)$/i.exec(header) : null
   return match?.[1]
 }
-
-export function isLoopback(req: IncomingMessage): boolean {
-  const address = req.socket.remoteAddress ?? ''
-  return address === '127.0.0.1' || address === '::1' || address.startsWith('::ffff:127.') || address.startsWith('127.')
-}

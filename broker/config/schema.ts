@@ -197,6 +197,11 @@ export const configSchema = z
         enabled: z.boolean().default(true),
         host: z.string().min(1).default('127.0.0.1'),
         port: port.default(DEFAULT_PORTS.mgmt),
+        /**
+         * Host names requests may carry in Host besides IP addresses, `localhost` and the machine's
+         * own name (e.g. a DNS name nodes join with); any other is refused (DNS rebinding).
+         */
+        allowedHosts: z.array(z.string().min(1).regex(/^[A-Za-z0-9.-]+$/, 'a host name (letters, digits, dots, hyphens), without a port')).default([]),
       })
       .prefault({}),
     limits: limitsSchema.prefault({}),

@@ -7,6 +7,7 @@ import type { ListenerConfig, TlsConfig } from '../config/schema.js'
 import { recordConnectionInfo } from '../connection-info.js'
 import { listenerName, type BoundListener, type ListenerContext } from './common.js'
 import { listenThrough } from './inner-server.js'
+import { requestPath } from '../mgmt/request-guard.js'
 import { loadTlsMaterial, tlsServerOptions, verifiedCommonName } from './tls-material.js'
 
 /*
@@ -31,7 +32,8 @@ export async function startWebSocketListener(config: ListenerConfig, ctx: Listen
   const notHere = `MQTT over WebSocket is served at ${config.path}\n`
 
   httpServer.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const onPath = new URL(req.url ?? '/', 'http://listener').pathname === config.path
+    // A target that does not parse (`//[`) is simply not the path: never an exception here.
+    const onPath = requestPath(req.url) === config.path
     res.writeHead(onPath ? 426 : 404, { 'content-type': 'text/plain', connection: 'close', ...(onPath ? { upgrade: 'websocket' } : {}) })
     res.end(onPath ? 'this endpoint speaks MQTT over WebSocket: send an Upgrade: websocket request with subprotocol mqtt\n' : notHere)
   })
@@ -52,7 +54,7 @@ export async function startWebSocketListener(config: ListenerConfig, ctx: Listen
       socket.destroy()
       return
     }
-    if (new URL(req.url ?? '/', 'http://listener').pathname !== config.path) {
+    if (requestPath(req.url) !== config.path) {
       ctx.log.debug({ ...peer, path: req.url }, `${name}: WebSocket upgrade for ${req.url} refused with 404`)
       refuseUpgrade(socket, 404, 'Not Found', notHere)
       return

@@ -2,6 +2,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../log.js'
 import { FleetmqError } from '../errors.js'
+import { requestPath, requestProblem } from './request-guard.js'
 
 export interface Route {
   readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE'
@@ -29,6 +30,8 @@ export interface MgmtOptions {
   readonly port: number
   readonly log: Logger
   readonly routes: readonly Route[]
+  /** Host names besides IP addresses, `localhost` and the machine's name that requests may use. */
+  readonly allowedHosts?: readonly string[]
   /** Decides whether a request to a non-public route carries valid credentials. */
   authorize(req: http.IncomingMessage): Promise<boolean> | boolean
 }
@@ -44,11 +47,18 @@ function send(res: http.ServerResponse, result: RouteResult): void {
 
 export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer> {
   const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://mgmt')
-    const route = options.routes.find((r) => r.path === url.pathname && r.method === req.method)
+    const problem = requestProblem(req, options.allowedHosts ?? [])
+    if (problem) {
+      options.log.debug({ remoteAddress: req.socket.remoteAddress, host: req.headers.host, origin: req.headers.origin }, `management request refused: ${problem.error}`)
+      send(res, { status: problem.status, body: { error: problem.error } })
+      req.resume()
+      return
+    }
+    const pathname = requestPath(req.url) as string // requestProblem refused targets that do not parse
+    const route = options.routes.find((r) => r.path === pathname && r.method === req.method)
     if (!route) {
-      const known = options.routes.some((r) => r.path === url.pathname)
-      send(res, known ? { status: 405, body: { error: `method ${req.method} not allowed` } } : { status: 404, body: { error: `no such endpoint ${url.pathname}` } })
+      const known = options.routes.some((r) => r.path === pathname)
+      send(res, known ? { status: 405, body: { error: `method ${req.method} not allowed` } } : { status: 404, body: { error: `no such endpoint ${pathname}` } })
       return
     }
     const chunks: Buffer[] = []
@@ -67,12 +77,12 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
         try {
           if (!route.public && !(await options.authorize(req))) {
             res.setHeader('www-authenticate', 'Basic realm="fleetmq"')
-            send(res, { status: 401, body: { error: 'authentication required: an admin user (Basic) or the cluster secret (Bearer)' } })
+            send(res, { status: 401, body: { error: 'authentication required: an admin user (Basic), or the node\'s management token (Bearer, in <dataDir>/mgmt.token, which fleetmq commands on the node read)' } })
             return
           }
           send(res, await route.handle(req, Buffer.concat(chunks)))
         } catch (err) {
-          options.log.error({ err, path: url.pathname }, 'management request failed')
+          options.log.error({ err, path: pathname }, 'management request failed')
           send(res, { status: 500, body: { error: (err as Error).message } })
         }
       })()

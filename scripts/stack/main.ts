@@ -116,7 +116,7 @@ async function startStack(options: StackOptions): Promise<void> {
       await waitForPort(node.mgmt, 20_000, managed.child)
       if (i > 0) {
         execFileSync(process.execPath, [FLEETMQ, 'cluster', 'join', `127.0.0.1:${plan.nodes[0].mgmt}`, '--node', `127.0.0.1:${node.mgmt}`,
-          '--cluster-secret-file', secrets.clusterSecretFile], { stdio: ['ignore', 'ignore', 'pipe'] })
+          '--config', configFile, '--cluster-secret-file', secrets.clusterSecretFile], { stdio: ['ignore', 'ignore', 'pipe'] })
       }
       await waitForPort(node.mqtt, 20_000, managed.child)
       running.push({ name: node.name, mgmt: `http://127.0.0.1:${node.mgmt}`, pid: managed.child.pid ?? 0, logFile: managed.logFile })

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { runCli } from '../helpers/fleetmq.js'
 import { freePort, startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { collect, connect, getJson, secretFile, startNode, stopAll, waitUntil } from './nodes.js'
+import { collect, connect, getJson, secretFile, startNode, stopAll, tokenOf, waitUntil } from './nodes.js'
 
 /*
  * `fleetmq cluster join SEED --node LOCAL --cluster-secret-file F`: a running standalone node
@@ -41,10 +41,10 @@ after(async () => {
 })
 
 const joinCli = (seedNode: RunningFleetmq | string, secretPath: string) =>
-  runCli(['cluster', 'join', typeof seedNode === 'string' ? seedNode : `127.0.0.1:${seedNode.mgmtPort}`, '--node', localMgmt, '--cluster-secret-file', secretPath, '--json'])
+  runCli(['cluster', 'join', typeof seedNode === 'string' ? seedNode : `127.0.0.1:${seedNode.mgmtPort}`, '--node', localMgmt, '--data-dir', local.dir, '--cluster-secret-file', secretPath, '--json'])
 
 const storedFile = (): string => join(local.dir, 'cluster.json')
-const localStatus = async () => (await getJson(Number(localMgmt.split(':')[1]), '/api/v1/cluster/status')).body
+const localStatus = async () => (await getJson(Number(localMgmt.split(':')[1]), '/api/v1/cluster/status', tokenOf(local))).body
 
 test('a wrong secret is refused by the seed and changes nothing', async () => {
   const wrong = secretFile()
@@ -79,7 +79,7 @@ test('join with the right secret brings the node into the cluster; it then serve
   assert.equal(statSync(join(local.dir, 'cluster.secret')).mode & 0o777, 0o600)
   // The seed sees the new member.
   await waitUntil('the seed lists the joined node', async () => {
-    const s = await getJson(seed.mgmtPort, '/api/v1/cluster/status')
+    const s = await getJson(seed.mgmtPort, '/api/v1/cluster/status', tokenOf(seed))
     return (s.body.nodes as { mgmt: string; health: string }[]).some((n) => n.mgmt === localMgmt && n.health === 'up')
   })
   const sub = await connect(`mqtt://127.0.0.1:${localMqtt}`, { protocolVersion: 5 })

@@ -5,7 +5,7 @@ import type { IDisconnectPacket } from 'mqtt'
 import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { runCli } from '../helpers/fleetmq.js'
 import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { connect, connectCollecting, getJson, nextEvent, secretFile, startNode, stopAll, waitUntil } from './nodes.js'
+import { connect, connectCollecting, getJson, nextEvent, secretFile, startNode, stopAll, tokenOf, waitUntil } from './nodes.js'
 
 /*
  * `fleetmq cluster leave` drains the node: 5.0 clients are redirected (0x9C, or 0x9D with the
@@ -40,7 +40,7 @@ test('leave redirects 5.0 clients with 0x9C, closes 3.1.1 clients, stops the nod
   const v311Closed = nextEvent(v311, 'close')
   const exited = once(leaving.process, 'exit')
 
-  const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${leaving.mgmtPort}`, '--json'])
+  const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${leaving.mgmtPort}`, '--data-dir', leaving.dir, '--json'])
   assert.equal(result.code, 0, result.stdout + result.stderr)
   const out = JSON.parse(result.stdout) as { left: boolean; redirected: number; closed: number; reasonCode: number }
   assert.deepEqual([out.left, out.redirected, out.closed, out.reasonCode], [true, 1, 1, 0x9c])
@@ -60,7 +60,7 @@ test('leave redirects 5.0 clients with 0x9C, closes 3.1.1 clients, stops the nod
   await waitUntil('both resumed sessions get the queued message', () => got5.length >= 1 && got311.length >= 1)
   assert.ok(got5.every((m) => m.payload === 'queued'))
   assert.ok(got311.every((m) => m.payload === 'queued'))
-  const status = await getJson(stay.mgmtPort, '/api/v1/cluster/status')
+  const status = await getJson(stay.mgmtPort, '/api/v1/cluster/status', tokenOf(stay))
   assert.equal((status.body.nodes as { mgmt: string; health: string }[]).find((n) => n.mgmt === `127.0.0.1:${leaving.mgmtPort}`)?.health, 'left')
   await Promise.all([pub.endAsync(), again5.endAsync(), again311.endAsync()])
 })
@@ -70,7 +70,7 @@ test('with serverReference configured, 5.0 clients get 0x9D Server moved and the
   const v5 = await connect(leaving, { protocolVersion: 5 })
   const disconnected = nextEvent<[IDisconnectPacket]>(v5, 'disconnect')
   const exited = once(leaving.process, 'exit')
-  const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${leaving.mgmtPort}`])
+  const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${leaving.mgmtPort}`, '--data-dir', leaving.dir])
   assert.equal(result.code, 0, result.stderr)
   assert.match(result.stdout, /left cluster "fleetmq": 1 MQTT 5.0 clients redirected \(reason 0x9d\)/)
   const [packet] = await disconnected
@@ -83,7 +83,7 @@ test('with serverReference configured, 5.0 clients get 0x9D Server moved and the
 test('leave on a standalone node is a clear error', async () => {
   const standalone = await startNode()
   try {
-    const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${standalone.mgmtPort}`])
+    const result = await runCli(['cluster', 'leave', '--node', `127.0.0.1:${standalone.mgmtPort}`, '--data-dir', standalone.dir])
     assert.equal(result.code, 1)
     assert.match(result.stderr, /this node is not in a cluster; nothing to leave/)
   } finally {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
@@ -68,6 +68,11 @@ export function collect(client: MqttClient): { topic: string; payload: string; q
   const got: { topic: string; payload: string; qos: number; retain: boolean }[] = []
   client.on('message', (topic, payload, packet) => got.push({ topic, payload: payload.toString(), qos: packet.qos, retain: packet.retain }))
   return got
+}
+
+/** The node's management token as a request header: what `fleetmq cluster …` sends on the node's host. */
+export function tokenOf(node: RunningFleetmq): Record<string, string> {
+  return { authorization: `Bearer ${readFileSync(join(node.dir, 'mgmt.token'), 'utf8').trim()}` }
 }
 
 export async function getJson(port: number | undefined, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Record<string, unknown> }> {

@@ -26,7 +26,7 @@ after(async () => {
 })
 
 const status = async (node: RunningFleetmq): Promise<{ cluster: string; nodes: StatusNode[] }> => {
-  const result = await runCli(['cluster', 'status', '--json', '--node', `127.0.0.1:${node.mgmtPort}`])
+  const result = await runCli(['cluster', 'status', '--json', '--node', `127.0.0.1:${node.mgmtPort}`, '--data-dir', node.dir])
   assert.equal(result.code, 0, result.stderr)
   return JSON.parse(result.stdout) as { cluster: string; nodes: StatusNode[] }
 }
@@ -49,7 +49,7 @@ test('cluster status --json on any node lists every node as up, with its address
       const s = await status(nodes[0])
       return s.nodes.find((n) => n.mgmt === `127.0.0.1:${nodes[1].mgmtPort}`)?.connections === 2
     })
-    const table = await runCli(['cluster', 'status', '--node', `127.0.0.1:${nodes[0].mgmtPort}`])
+    const table = await runCli(['cluster', 'status', '--node', `127.0.0.1:${nodes[0].mgmtPort}`, '--data-dir', nodes[0].dir])
     assert.equal(table.code, 0)
     assert.match(table.stdout, /cluster "fleetmq": 3\/3 nodes up/)
     assert.match(table.stdout, /NODE\s+HEALTH\s+CONNS\s+MSG IN\/S\s+MSG OUT\/S\s+VERSION\s+UPTIME/)

@@ -3,11 +3,15 @@ import { readClusterSecret } from '../../cluster/secret.js'
 import type { NodeStatus } from '../../cluster/membership.js'
 import { FleetmqError } from '../../errors.js'
 import { printData } from '../output.js'
+import { loadConfig } from '../../config/load.js'
+import type { ConfigTree } from '../../config/env.js'
+import { readLocalToken } from '../../mgmt/local-token.js'
 
 /*
  * `fleetmq cluster join|leave|status`: each talks to a node's management API (`--node`, default
- * the local node at 127.0.0.1:18083). Requests from the node's own host need no credentials; a
- * remote node takes the cluster secret (`--cluster-secret-file`).
+ * the local node at 127.0.0.1:18083). On the node's own host the command reads the node's
+ * management token (`<dataDir>/mgmt.token`, the dataDir resolved as `start` resolves it: --config,
+ * FLEETMQ_*, --data-dir); a remote node takes the cluster secret (`--cluster-secret-file`).
  *
  * join: the local node fetches the descriptor from the seed with the secret, stores it in its
  * dataDir and restarts into the cluster; this command then waits until the node is back and a
@@ -21,6 +25,8 @@ const CLUSTER_API = '/api/v1/cluster'
 interface NodeOptions {
   node: string
   clusterSecretFile?: string
+  config?: string
+  dataDir?: string
   json?: boolean
 }
 
@@ -57,6 +63,22 @@ function failIfError(answer: Answer): void {
 }
 
 const secretOf = (options: NodeOptions): string | undefined => (options.clusterSecretFile ? readClusterSecret(options.clusterSecretFile) : undefined)
+
+/** The data folder of the local node, as `start` resolves it. */
+export function localDataDir(options: Pick<NodeOptions, 'config' | 'dataDir'>, env: NodeJS.ProcessEnv = process.env): string {
+  const flags: ConfigTree = options.dataDir ? { dataDir: options.dataDir } : {}
+  return loadConfig({ file: options.config ?? env.FLEETMQ_CONFIG, env, flags }).dataDir
+}
+
+/** The Bearer credential a command sends: the cluster secret when given, else the local node's token. */
+const credentialOf = (options: NodeOptions): string | undefined => secretOf(options) ?? readLocalToken(localDataDir(options))
+
+/** --config and --data-dir: where the local node's management token is. */
+function withLocalNode(command: Command): Command {
+  return command
+    .option('-c, --config <file>', 'config file of the local node, to find its management token (FLEETMQ_CONFIG)')
+    .option('--data-dir <dir>', 'data folder of the local node, holding its management token mgmt.token (default /var/lib/fleetmq)')
+}
 
 /** Waits until the node answers /readyz and is a member of `cluster` (after a restart). */
 async function waitForMember(node: string, cluster: string, secret: string, timeoutMs: number): Promise<Record<string, unknown>> {
@@ -102,7 +124,7 @@ export function renderStatus(body: { cluster: string | null; nodes: NodeStatus[]
   return [title, ...(body.error ? [`warning: ${body.error}`] : []), line(header), ...rows.map(line)].join('\n')
 }
 
-const joinCommand = new Command('join')
+const joinCommand = withLocalNode(new Command('join'))
   .description('bring the local node into the cluster the seed belongs to (harmless to repeat)')
   .argument('<seed>', 'management API of a cluster member, HOST[:PORT] (default port 18083)')
   .option('--node <host:port>', 'management API of the node to join', DEFAULT_NODE)
@@ -111,7 +133,9 @@ const joinCommand = new Command('join')
   .option('--json', 'print the result as JSON')
   .action(async (seed: string, options: NodeOptions & { timeout: string }) => {
     const secret = secretOf(options) as string
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { secret, body: { seed, secret } })
+    // A standalone node has no cluster secret (or another one): the local node takes its token.
+    const credential = readLocalToken(localDataDir(options)) ?? secret
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { secret: credential, body: { seed, secret } })
     failIfError(answer)
     const cluster = String(answer.body.cluster)
     if (answer.body.changed === false) {
@@ -124,25 +148,25 @@ const joinCommand = new Command('join')
       `joined cluster "${cluster}" as ${String(status.node)} (${nodes.filter((n) => n.health === 'up').length} nodes up)`)
   })
 
-const leaveCommand = new Command('leave')
+const leaveCommand = withLocalNode(new Command('leave'))
   .description('drain the node (5.0 clients are told to use another server, others are closed), leave the cluster and stop it; sessions stay in Redis')
   .option('--node <host:port>', 'management API of the node that leaves', DEFAULT_NODE)
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the result as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, { secret: secretOf(options) })
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, { secret: credentialOf(options) })
     failIfError(answer)
     const b = answer.body
     printData(options, b, () => `node ${String(b.node)} left cluster "${String(b.cluster)}": ${String(b.redirected)} MQTT 5.0 clients redirected (reason 0x${Number(b.reasonCode).toString(16)}), ${String(b.closed)} MQTT 3.x clients closed; the node is stopping`)
   })
 
-const statusCommand = new Command('status')
+const statusCommand = withLocalNode(new Command('status'))
   .description('every node of the cluster with its health, connections and message rates')
   .option('--node <host:port>', 'management API of any node', DEFAULT_NODE)
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the status as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, { secret: secretOf(options) })
+    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, { secret: credentialOf(options) })
     failIfError(answer)
     printData(options, answer.body, () => renderStatus(answer.body as unknown as Parameters<typeof renderStatus>[0]))
   })
