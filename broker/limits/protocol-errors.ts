@@ -1,6 +1,7 @@
 import type { Client } from 'aedes'
 import type { EventEmitter } from 'node:events'
 import { disconnectClient, sendDisconnect } from './refuse.js'
+import { internals } from '../mqtt/aedes-internals.js'
 
 /*
  * Telling a 5.0 client why its connection ends on bad input. aedes closes the connection on a
@@ -46,7 +47,14 @@ export function explainProtocolErrors(client: Client): void {
       // [MQTT-3.3.4-6] Subscription Identifiers go from server to client only: aedes would forward
       // this one to every subscriber. Ended here, before aedes routes the message (a Protocol
       // Error closes the connection, §4.13.2).
-      else if (packet.properties?.subscriptionIdentifier !== undefined) disconnectClient(client, PROTOCOL_ERROR, 'a PUBLISH from a client must not carry a Subscription Identifier [MQTT-3.3.4-6]')
+      else if (packet.properties?.subscriptionIdentifier !== undefined) {
+        const refuse = (): void => disconnectClient(client, PROTOCOL_ERROR, 'a PUBLISH from a client must not carry a Subscription Identifier [MQTT-3.3.4-6]')
+        // Before the CONNACK aedes queues this packet in the listener after this one, and a client
+        // closed now has no queue left to put it in: an uncaught TypeError that ended the process.
+        // Closed on the next tick instead, the close drops the queue with the packet in it, unrouted.
+        if (internals(client).connackSent === true) refuse()
+        else process.nextTick(refuse)
+      }
     } else if (packet.cmd === 'connect') {
       // [MQTT-3.1.0-2] A second CONNECT is a Protocol Error.
       sendDisconnect(client, PROTOCOL_ERROR, 'second CONNECT on one connection [MQTT-3.1.0-2]')

@@ -26,6 +26,8 @@ export interface AedesClient extends Client {
   readonly _cleanStart?: boolean
   /** Per publishing node id, the highest message counter delivered (lib/client.js `dedupe`). */
   readonly duplicates: Record<string, number>
+  /** True once aedes wrote the CONNACK; before it, packets that follow the CONNECT wait in a queue. */
+  readonly connackSent?: boolean
   /** Next packet identifier aedes hands out on this connection (1…65535). */
   _nextId: number
   /** aedes' per-client delivery functions, used by its subscriptions. */
