@@ -1,6 +1,6 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
@@ -112,6 +112,7 @@ async function harm(node: Fuzzed): Promise<string> {
 async function replaceNode(): Promise<void> {
   if (alive(node)) await node.fleetmq.stop('SIGKILL')
   node.coverage.close()
+  rmSync(node.v8CoverageDir, { recursive: true, force: true })
   node = await startBroker()
 }
 
@@ -158,6 +159,7 @@ const rng = new Rng(SEED)
 after(async () => {
   if (alive(node)) await node.fleetmq.stop('SIGKILL')
   node.coverage.close()
+  rmSync(node.v8CoverageDir, { recursive: true, force: true })
 })
 
 /** Replays `inputs` one at a time, on a fresh node after each harm, until one harms a node; answers that input. */
