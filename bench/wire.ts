@@ -107,6 +107,8 @@ export interface ConnectOptions {
   /** Source address, so that many connections do not exhaust one address's ephemeral ports. */
   readonly localAddress?: string
   readonly timeoutMs?: number
+  /** Clean Session (default true); false keeps a persistent session, stored by the broker. */
+  readonly clean?: boolean
 }
 
 /** A connected MQTT session over a raw socket; the caller owns reading after `connect`. */
@@ -124,7 +126,7 @@ export class WireClient {
     })
   }
 
-  /** Connects, sends CONNECT (clean session) and resolves on a successful CONNACK. */
+  /** Connects, sends CONNECT (clean session unless `clean: false`) and resolves on a successful CONNACK. */
   static async connect(endpoint: Endpoint, options: ConnectOptions): Promise<WireClient> {
     const socket = net.connect({ host: endpoint.host, port: endpoint.port, localAddress: options.localAddress, noDelay: true })
     const client = new WireClient(socket)
@@ -154,7 +156,7 @@ export class WireClient {
         protocolId: 'MQTT',
         protocolVersion: PROTOCOL_VERSION,
         clientId: options.clientId,
-        clean: true,
+        clean: options.clean ?? true,
         keepalive: options.keepalive ?? 120,
       }))
     })

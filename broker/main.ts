@@ -51,6 +51,13 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   const metrics = createMetrics()
   metrics.counterSource('fleetmq_persistence_errors_total', 'persistence operations Redis refused or failed (e.g. NOREPLICAS); the node keeps running', () => cluster.readiness().backend.persistenceErrors)
   metrics.counterSource('fleetmq_uncaught_errors_total', 'exceptions no handler caught; the node logged each and kept serving (a bug: report it)', uncaughtErrors)
+  if (config.cluster.redis) {
+    const backend = () => cluster.readiness().backend
+    metrics.gaugeSource('fleetmq_memory_bound_bytes', 'cluster.maxMemory: the resident memory beyond which this node holds publishers cluster-wide', () => config.cluster.maxMemory)
+    metrics.counterSource('fleetmq_memory_bound_hits_total', 'times this node\'s resident memory went over cluster.maxMemory', () => backend().memoryBoundHits ?? 0)
+    metrics.counterSource('fleetmq_congestions_total', 'times this node\'s subscribers fell behind its bounds and publishers were held cluster-wide (backpressure)', () => backend().congestions ?? 0)
+    metrics.gaugeSource('fleetmq_held_messages', 'published messages held on this node by backpressure (their PUBACK waits)', () => backend().fanout?.held ?? 0)
+  }
   cluster.useMetrics(metrics)
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })

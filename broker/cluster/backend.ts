@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js'
 import type { Feature } from '../hooks.js'
 import type { Logger } from '../log.js'
 import type { Metrics } from '../mgmt/metrics.js'
+import { queuedForWindows } from '../mqtt/flow-control.js'
 import { Fanout, type FanoutStatus, type Message } from './fanout.js'
 import { createRedis, describeRedis, redisOptions } from './redis.js'
 import { listenForTakeovers } from './takeover.js'
@@ -40,6 +41,10 @@ const persistenceRedis = (opts: { conn: Redis; maxSessionDelivery: number }): No
  */
 const WHOLE_SESSION = Number.MAX_SAFE_INTEGER
 
+/** How often a node measures its backlog and memory (ms). */
+const SAMPLE_MS = 50
+const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024)
+
 export interface BackendStatus {
   readonly kind: 'memory' | 'redis'
   readonly ready: boolean
@@ -63,8 +68,11 @@ export interface BackendStatus {
   /** Persistence operations that failed (Redis write errors such as NOREPLICAS), by operation. */
   readonly persistenceErrors: number
   readonly persistenceErrorsByOp?: Readonly<Record<string, number>>
-  /** Cross-node fan-out: route table size, messages and batches sent and received. */
+  /** Cross-node fan-out: route table size, messages and batches sent and received, backpressure. */
   readonly fanout?: FanoutStatus
+  /** Times this node became congested (its publishers and the messages for it held), and went over `cluster.maxMemory`. */
+  readonly congestions?: number
+  readonly memoryBoundHits?: number
 }
 
 export interface Backend {
@@ -151,6 +159,12 @@ export function createBackend(config: Config, log: Logger): Backend {
     })
   }
 
+  let overloadDrops = 0
+  const drop = (): void => {
+    overloadDrops++
+    metrics?.dropped('overload')
+  }
+  const dropQos0AfterMs = config.cluster.overloadDropQos0After * 1000
   const mq = new Fanout({
     pub: clients.publish,
     sub: clients.subscribe,
@@ -158,28 +172,31 @@ export function createBackend(config: Config, log: Logger): Backend {
     heartbeatInterval: config.cluster.heartbeatInterval,
     onError: onError('fanout'),
     debug: (message, fields) => log.debug(fields ?? {}, message),
+    overload: { dropQos0AfterMs, onDrop: drop },
   })
   const emitThroughRedis = mq.emit.bind(mq)
   const localEmit = mq.emitLocal.bind(mq)
   /*
-   * Overload [the cross-node path is bounded]: Redis pub/sub accepts publishes faster than a busy
-   * node delivers them, and nothing in mqemitter-redis bounds its queues.
+   * Overload [the cross-node path is bounded, and so is what a node owns]:
    * - Out: at most `overloadPendingPublishes` messages sent to Redis and not yet acknowledged.
-   *   Beyond it, QoS 0 messages are dropped and counted; QoS 1/2 messages wait, and so does the
-   *   publisher: aedes reads a client's next packet only once this one was routed (queued for
-   *   Redis), so its socket is not read (TCP backpressure) and its next PUBACKs come later.
+   *   Beyond it, messages wait, and so does the publisher: aedes reads a client's next packet only
+   *   once this one was routed (queued for Redis), so its socket is not read (TCP backpressure)
+   *   and its next PUBACKs come later. QoS 0 messages are dropped (counted) instead only once the
+   *   wait has lasted `overloadDropQos0After` seconds.
+   * - Congestion (backpressure end to end, issue 16): sampled every `SAMPLE_MS`, a node whose
+   *   subscribers have more than `overloadQueuedMessages` QoS 1/2 messages waiting for their
+   *   windows, or more than `overloadBufferedBytes` unsent in their sockets, or whose RSS is over
+   *   `maxMemory`, is congested until all three are back under half (the memory: 90 %) of their
+   *   bound. While it is, its own publishers and every other node's messages for it are held
+   *   (fanout.ts): no PUBACK runs ahead of delivery, and memory stays bounded.
    * - In: while this node's subscribers hold more than `overloadBufferedBytes` unsent, QoS 0
-   *   messages from Redis are dropped and counted (sampled every 100 ms, not per message).
+   *   messages from Redis are dropped and counted.
    */
   const maxPending = config.cluster.overloadPendingPublishes
   let pending = 0
   const waiting: (() => void)[] = []
-  let overloadDrops = 0
+  let waitingSince = 0
   let inboundOverloaded = false
-  const drop = (): void => {
-    overloadDrops++
-    metrics?.dropped('overload')
-  }
   const isQoS0 = (message: Message): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
   const fanoutError = onError('fanout')
   // `done` (aedes reads the publisher's next packet) once routed; `pending` until Redis acknowledged
@@ -191,6 +208,7 @@ export function createBackend(config: Config, log: Logger): Backend {
       pending--
       if (err) fanoutError(err)
       while (pending < maxPending && waiting.length > 0) waiting.shift()?.()
+      if (waiting.length > 0) waitingSince = Date.now()
     })
   }
   mq.emit = (message: Message, done) => {
@@ -199,7 +217,8 @@ export function createBackend(config: Config, log: Logger): Backend {
         send(message, done)
         return mq
       }
-      if (isQoS0(message)) {
+      if (waiting.length === 0) waitingSince = Date.now()
+      else if (isQoS0(message) && Date.now() - waitingSince >= dropQos0AfterMs) {
         drop()
         done?.()
         return mq
@@ -219,11 +238,38 @@ export function createBackend(config: Config, log: Logger): Backend {
     localEmit(message)
   }
   let aedesClients: Record<string, { conn?: { writableLength?: number } }> | undefined
+  const { overloadQueuedMessages, overloadBufferedBytes, maxMemory } = config.cluster
+  let congested = false
+  let congestions = 0
+  let memoryBoundHits = 0
+  let overMemory = false
   const sampler = setInterval(() => {
     let buffered = 0
     for (const id in aedesClients) buffered += aedesClients[id].conn?.writableLength ?? 0
-    inboundOverloaded = buffered > config.cluster.overloadBufferedBytes
-  }, 100)
+    inboundOverloaded = buffered > overloadBufferedBytes
+    const queued = queuedForWindows()
+    const rss = process.memoryUsage.rss()
+    if (!overMemory && rss > maxMemory) {
+      overMemory = true
+      memoryBoundHits++
+      log.warn({ rss, maxMemory, queued, buffered }, `memory bound hit: RSS ${mib(rss)} MiB over cluster.maxMemory ${mib(maxMemory)} MiB; publishers held cluster-wide until it is under ${mib(maxMemory * 0.9)} MiB`)
+    } else if (overMemory && rss <= maxMemory * 0.9) {
+      overMemory = false
+      log.info({ rss, maxMemory }, `memory back under its bound: RSS ${mib(rss)} MiB`)
+    }
+    const over = overMemory || queued > overloadQueuedMessages || buffered > overloadBufferedBytes
+    const under = !overMemory && queued <= overloadQueuedMessages / 2 && buffered <= overloadBufferedBytes / 2
+    if (!congested && over) {
+      congested = true
+      congestions++
+      log.debug({ queued, buffered, rss }, 'congested: publishers and messages for this node held')
+      mq.setCongested(true)
+    } else if (congested && under) {
+      congested = false
+      log.debug({ queued, buffered, rss }, 'caught up: held messages released')
+      mq.setCongested(false)
+    }
+  }, SAMPLE_MS)
   sampler.unref()
   // Before aedes registers its own listener on the same topic, so that this one runs first.
   const takeover = listenForTakeovers(mq)
@@ -290,6 +336,8 @@ export function createBackend(config: Config, log: Logger): Backend {
       persistenceErrors,
       persistenceErrorsByOp: { ...persistenceErrorsByOp },
       fanout: mq.status(),
+      congestions,
+      memoryBoundHits,
       ...(lastError ? { lastError } : {}),
     }),
     useMetrics(m) {

@@ -30,6 +30,16 @@ import type { Redis } from 'ioredis'
  *
  * Messages for one node keep their order (one connection out, one in). Delivery is what pub/sub
  * gives: at most once per node; QoS 1/2 durability comes from the sessions in Redis, as before.
+ *
+ * Backpressure (issue 16): a node whose subscribers have more waiting than it bounds (the backend
+ * decides, `setCongested`) says so on the events channel, and repeats it every
+ * `PRESSURE_REPEAT_MS` while it lasts. Every node then holds the messages bound for it — and, on
+ * the congested node itself, every message its own clients publish — instead of routing them:
+ * their `done` waits, so aedes reads no more from those publishers' sockets and sends no PUBACK
+ * (mqtt/puback-order.ts) until the congestion clears. A PUBACK thus never runs ahead of what the
+ * cluster delivers. A report not repeated within `PRESSURE_TTL_MS` has expired (its node died, or
+ * its "clear" was lost). Held messages keep their order; a QoS 0 message is dropped (and counted)
+ * instead of held only once the hold has lasted `dropQos0AfterMs`: sustained overload, not a burst.
  */
 
 const require = createRequire(import.meta.url)
@@ -63,6 +73,11 @@ const ACK_TIMEOUT_MS = 2_000
 const MAX_BATCH_BYTES = 256 * 1024
 /** Routes of a node gone this long are deleted from Redis. */
 const FORGET_AFTER_MS = 3_600_000
+/** A congested node repeats its report this often; a report not repeated within the TTL expires. */
+const PRESSURE_REPEAT_MS = 100
+const PRESSURE_TTL_MS = 1_000
+/** While messages are held: how often expired reports are looked for. */
+const HOLD_RECHECK_MS = 50
 
 const FRAME_MESSAGES = 1
 const FRAME_ACK = 2
@@ -193,6 +208,22 @@ interface RouteEvent {
   readonly reset?: boolean
   readonly add?: readonly string[]
   readonly del?: readonly string[]
+  /** A backpressure report (no route change): the node's subscribers are behind, or caught up. */
+  readonly congested?: boolean
+}
+
+interface Held {
+  readonly message: Message
+  readonly done: Done
+  readonly acked: Done
+}
+
+/** What the fan-out does under overload; the backend gives it. */
+export interface OverloadPolicy {
+  /** A QoS 0 message held this long (ms, continuously) is dropped instead of held. */
+  readonly dropQos0AfterMs: number
+  /** Called for each message dropped that way. */
+  onDrop(message: Message): void
 }
 
 export interface FanoutOptions {
@@ -205,6 +236,7 @@ export interface FanoutOptions {
   readonly heartbeatInterval: number
   readonly onError: (err: Error) => void
   readonly debug: (message: string, fields?: Record<string, unknown>) => void
+  readonly overload: OverloadPolicy
 }
 
 export interface FanoutStatus {
@@ -216,6 +248,12 @@ export interface FanoutStatus {
   readonly messagesOut: number
   readonly batchesOut: number
   readonly messagesIn: number
+  /** Messages held because this node or one they are bound for is congested (backpressure). */
+  readonly held: number
+  /** Other nodes that report themselves congested. */
+  readonly congestedNodes: number
+  /** This node reports itself congested. */
+  readonly congested: boolean
 }
 
 const noop = (): void => undefined
@@ -249,6 +287,15 @@ export class Fanout extends MQEmitter {
   private readonly zeroSince = new Map<string, number>()
   private timer: NodeJS.Timeout | undefined
   private counts = { messagesOut: 0, batchesOut: 0, messagesIn: 0 }
+  /** Node → until when its congestion report holds (ms since epoch). */
+  private readonly congestedUntil = new Map<string, number>()
+  private congested = false
+  private pressureTimer: NodeJS.Timeout | undefined
+  /** Held messages, in order: `held[heldHead]` goes first. */
+  private held: Held[] = []
+  private heldHead = 0
+  private heldSince = 0
+  private holdTimer: NodeJS.Timeout | undefined
 
   constructor(options: FanoutOptions) {
     super({})
@@ -270,7 +317,10 @@ export class Fanout extends MQEmitter {
   }
 
   status(): FanoutStatus {
-    return { node: this.node, nodes: this.byNode.size, ...this.counts }
+    const now = Date.now()
+    let congestedNodes = 0
+    for (const until of this.congestedUntil.values()) if (until > now) congestedNodes++
+    return { node: this.node, nodes: this.byNode.size, ...this.counts, held: this.held.length - this.heldHead, congestedNodes, congested: this.congested }
   }
 
   override on(topic: string, listener: Listener, done?: () => void): this {
@@ -325,12 +375,91 @@ export class Fanout extends MQEmitter {
       this.beforeSync.push(() => this.emit(message, done, acked))
       return this
     }
+    // Behind held messages, or bound for a congested node: held too, in order.
+    if (this.heldHead < this.held.length || this.isBlocked(message)) {
+      this.hold({ message, done, acked })
+      return this
+    }
+    this.route(message, done, acked)
+    return this
+  }
+
+  /**
+   * Says whether this node's subscribers are over the backend's bound: while they are, the node's
+   * own publishers are held and every other node holds what it would send here.
+   */
+  setCongested(congested: boolean): void {
+    if (congested === this.congested || this.closed) return
+    this.congested = congested
+    this.reportPressure()
+    if (congested) {
+      this.pressureTimer = setInterval(() => this.reportPressure(), PRESSURE_REPEAT_MS)
+      this.pressureTimer.unref()
+    } else {
+      clearInterval(this.pressureTimer)
+      this.pressureTimer = undefined
+      this.release()
+    }
+  }
+
+  private reportPressure(): void {
+    const { pub } = this.options
+    if (pub.status !== 'ready') return
+    const event: RouteEvent = { node: this.node, seq: this.seq, congested: this.congested }
+    pub.publish(this.keys.events, JSON.stringify(event)).catch((err: Error) => this.options.debug('fan-out: backpressure report failed', { err }))
+  }
+
+  private isBlocked(message: Message): boolean {
+    if (this.congested) return true
+    if (this.congestedUntil.size === 0) return false
+    const now = Date.now()
+    for (const node of this.table.match(message.topic)) {
+      const until = this.congestedUntil.get(node)
+      if (until !== undefined && until > now) return true
+    }
+    return false
+  }
+
+  private hold(held: Held): void {
+    const now = Date.now()
+    if (this.heldHead === this.held.length) {
+      this.heldSince = now
+      this.holdTimer ??= setInterval(() => this.release(), HOLD_RECHECK_MS)
+      this.holdTimer.unref()
+    } else if ((held.message.qos ?? 0) === 0 && now - this.heldSince >= this.options.overload.dropQos0AfterMs) {
+      this.options.overload.onDrop(held.message)
+      held.done()
+      held.acked()
+      return
+    }
+    this.held.push(held)
+  }
+
+  /** Routes the held messages, in order, up to the first one still blocked. */
+  private release(): void {
+    const now = Date.now()
+    for (const [node, until] of this.congestedUntil) if (until <= now) this.congestedUntil.delete(node)
+    while (this.heldHead < this.held.length) {
+      const next = this.held[this.heldHead]
+      if (this.isBlocked(next.message)) break
+      this.held[this.heldHead++] = undefined as unknown as Held
+      this.route(next.message, next.done, next.acked)
+    }
+    if (this.heldHead === this.held.length) {
+      this.held = []
+      this.heldHead = 0
+      clearInterval(this.holdTimer)
+      this.holdTimer = undefined
+    }
+  }
+
+  private route(message: Message, done: Done, acked: Done): void {
     const targets = this.table.match(message.topic)
     targets.delete(this.node)
     if (targets.size === 0) {
       super.emit(message, done)
       acked()
-      return this
+      return
     }
     let remaining = targets.size
     let failure: Error | undefined
@@ -341,7 +470,6 @@ export class Fanout extends MQEmitter {
     super.emit(message, done)
     const encoded = encodeMessage(message)
     for (const node of targets) this.enqueue(node, encoded, finish)
-    return this
   }
 
   override close(done: () => void): this {
@@ -350,6 +478,16 @@ export class Fanout extends MQEmitter {
       return this
     }
     clearInterval(this.timer)
+    clearInterval(this.pressureTimer)
+    clearInterval(this.holdTimer)
+    const held = this.held.splice(this.heldHead)
+    this.held = []
+    this.heldHead = 0
+    const err = new Error('the cluster fan-out is closed')
+    for (const message of held) {
+      message.done(err)
+      message.acked(err)
+    }
     for (const { done: resolve } of this.acks.values()) resolve()
     this.acks.clear()
     this.flush()
@@ -423,6 +561,11 @@ export class Fanout extends MQEmitter {
         return
       }
       if (event.node === this.node) return
+      if (event.congested !== undefined) {
+        if (event.congested) this.congestedUntil.set(event.node, Date.now() + PRESSURE_TTL_MS)
+        else if (this.congestedUntil.delete(event.node)) this.release()
+        return
+      }
       this.apply(event)
       if (event.add?.length) {
         const ack = Buffer.allocUnsafe(5)

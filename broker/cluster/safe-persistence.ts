@@ -62,10 +62,36 @@ function isCleanPuback(client: unknown, packet: unknown): boolean {
 }
 const NOTHING_STORED = Promise.resolve(undefined)
 
-/** Attaches a rejection handler to every command `redis` sends. */
+/*
+ * The collapse of a persistent subscriber under a backlog (issue 16). aedes-persistence-redis
+ * keeps a session's undelivered QoS 1/2 messages in the list `outgoing:<client id>` (RPUSH, in
+ * arrival order) and, at every PUBACK, removes the acknowledged one with `LREM outgoing:<id> 0
+ * <packet key>`: count 0 scans the whole list, so each acknowledgement costs O(backlog) in Redis.
+ * Measured on a two-node cluster with one persistent subscriber behind by ≈ 20,000 messages: LREM
+ * took 297 µs per call against ≈ 1 µs for every other command (INFO commandstats: 5.9 s of Redis'
+ * single core for 19,810 acknowledgements), and the subscriber received 450–515 msg/s while the
+ * publishers were acknowledged at 4,000/s. A packet key is pushed once per session (one RPUSH per
+ * subscriber and message), and the acknowledged message is the oldest in flight, so it sits
+ * within the in-flight window of the head: count 1 stops there, O(window) instead of O(backlog).
+ * Should a key ever be in a list twice (it is not), the copy left behind is redelivered on resume
+ * with DUP 1, which QoS 1 allows.
+ */
+const OUTGOING_LIST = 'outgoing:'
+type RedisCommand = { name: string; args: unknown[] }
+
+function removeFirstOnly(command: RedisCommand): void {
+  const [key, count] = command.args
+  if (command.name === 'lrem' && typeof key === 'string' && key.startsWith(OUTGOING_LIST) && count === '0') command.args[1] = '1'
+}
+
+/**
+ * Attaches a rejection handler to every command `redis` sends, and bounds the persistence's LREM
+ * of an acknowledged message to the first match (see above).
+ */
 export function guardRedisCommands(redis: Redis, onCommandError: (err: Error) => void): void {
   const send = redis.sendCommand.bind(redis) as (...args: unknown[]) => unknown
   ;(redis as unknown as { sendCommand: AnyFn }).sendCommand = (...args: unknown[]) => {
+    removeFirstOnly(args[0] as RedisCommand)
     const result = send(...args)
     // Marks the promise handled; whoever awaits it still gets the rejection.
     if (result && typeof (result as Promise<unknown>).catch === 'function') (result as Promise<unknown>).catch(onCommandError)

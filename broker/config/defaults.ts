@@ -88,5 +88,19 @@ export const DEFAULTS = Object.freeze({
      * QoS 0 messages arriving from other nodes are dropped (counted as above).
      */
     overloadBufferedBytes: 64 * 1024 * 1024,
+    /**
+     * QoS 1/2 messages waiting for this node's subscribers' in-flight windows, all together: beyond
+     * it the node is congested: its own publishers and every other node's messages for it are held
+     * (their sockets are not read, no PUBACK) until it is back under half of it.
+     */
+    overloadQueuedMessages: 20_000,
+    /** Seconds a hold must last before QoS 0 messages are dropped instead of held (sustained overload). */
+    overloadDropQos0After: 10,
+    /**
+     * Resident memory of this node, bytes: beyond it the node is congested as above, logs it and
+     * counts it (`fleetmq_memory_bound_hits_total`). 1 GiB leaves a t3.medium (4 GiB) room for
+     * Redis, Sentinel and the system beside the broker.
+     */
+    maxMemory: 1024 * 1024 * 1024,
   }),
 })

@@ -179,6 +179,12 @@ export const clusterSchema = z.strictObject({
   overloadPendingPublishes: z.number().int().min(1).default(DEFAULTS.cluster.overloadPendingPublishes),
   /** Bytes buffered for this node's subscribers; beyond: QoS 0 from other nodes dropped. */
   overloadBufferedBytes: z.number().int().min(1024).default(DEFAULTS.cluster.overloadBufferedBytes),
+  /** QoS 1/2 messages waiting for this node's subscribers; beyond: publishers held cluster-wide. */
+  overloadQueuedMessages: z.number().int().min(100).default(DEFAULTS.cluster.overloadQueuedMessages),
+  /** Seconds of holding before QoS 0 messages are dropped instead. */
+  overloadDropQos0After: z.number().min(0).default(DEFAULTS.cluster.overloadDropQos0After),
+  /** Resident memory bound of this node, bytes; beyond: publishers held cluster-wide, logged, counted. */
+  maxMemory: z.number().int().min(64 * 1024 * 1024).default(DEFAULTS.cluster.maxMemory),
 })
 
 export const configSchema = z

@@ -41,6 +41,8 @@ export interface Metrics {
   dropped(reason: DropReason): void
   /** A counter read from another part at scrape time (e.g. the cluster backend's persistence errors). */
   counterSource(name: string, help: string, read: () => number): void
+  /** A gauge read from another part at scrape time. */
+  gaugeSource(name: string, help: string, read: () => number): void
   /** Counts messages in (published) and out (forwarded). List it last: it sees what the others let through. */
   readonly feature: Feature
   /** Reads gauges and failure events from the running broker. */
@@ -196,6 +198,9 @@ export function createMetrics(): Metrics {
     },
     counterSource(name, help, read) {
       counterFrom(registry, name, help, undefined, [''], () => [read()])
+    },
+    gaugeSource(name, help, read) {
+      new Gauge({ name, help, registers: [registry], collect() { this.set(read()) } })
     },
     observe(broker) {
       aedes = broker

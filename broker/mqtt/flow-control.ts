@@ -64,6 +64,23 @@ export interface FlowControlOptions {
 const RECEIVE_MAXIMUM_DEFAULT = 65_535 // [MQTT-3.1.2.11.3] absent Receive Maximum
 const REASON_CODE_ERROR_THRESHOLD = 0x80
 
+/**
+ * Connections with QoS 1/2 messages waiting for their window: the node's delivery backlog, which
+ * the cluster's backpressure bounds (cluster/backend.ts). A closed connection's entry is removed
+ * when the backlog is next counted.
+ */
+const backlogged = new Map<Client, FlowState>()
+
+/** QoS 1/2 messages waiting for a subscriber's window on this node, all connections together. */
+export function queuedForWindows(): number {
+  let total = 0
+  for (const [client, state] of backlogged) {
+    if (client.closed || queued(state) === 0) backlogged.delete(client)
+    else total += queued(state)
+  }
+  return total
+}
+
 /** Set by `installFlowControl`: a node without flow control lets every restored message through. */
 let roomGate: ((client: Client, go: () => void) => void) | undefined
 
@@ -150,6 +167,7 @@ export function installFlowControl(options: FlowControlOptions): () => void {
       return true
     }
     state.waiting.push({ packet, send })
+    backlogged.set(client, state)
     return true
   })
 
