@@ -61,6 +61,8 @@ export type OpenLoopEvent =
 const PROBE = 0
 const DATA = 1
 const PROBE_TIMEOUT_MS = 15_000
+/** The drain ends once nothing has arrived for this long. */
+const QUIET_MS = 1_000
 /** Packets a publisher writes per turn: one write, one syscall. */
 const PUBLISH_BATCH = 64
 
@@ -168,8 +170,14 @@ async function run(job: OpenLoopJob): Promise<OpenLoopResult> {
   running = false
   const unacknowledged = publishers.reduce((sum, p) => sum + p.inflight, 0)
   // What was acknowledged must arrive; late PUBACKs of the last in-flight messages count too.
+  // Or until nothing has arrived for a second: QoS 0 may have been dropped, and a loss shows as a shortfall.
   const drainUntil = performance.now() + job.drainMs
-  while (performance.now() < drainUntil && (delivered < published || publishers.some((p) => p.inflight > 0))) await sleep(50)
+  let last = { delivered, at: performance.now() }
+  while (performance.now() < drainUntil && (delivered < published || publishers.some((p) => p.inflight > 0))) {
+    await sleep(50)
+    if (delivered !== last.delivered) last = { delivered, at: performance.now() }
+    else if (performance.now() - last.at > QUIET_MS) break
+  }
   clearInterval(sampler)
   for (const c of [...publishers.map((p) => p.client), subscriber]) c.close()
   const seconds = (to.at - from.at) / 1000

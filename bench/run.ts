@@ -1,7 +1,11 @@
 import { parseArgs } from 'node:util'
 import { availableParallelism, loadavg } from 'node:os'
 import { BROKER_SETUPS, enableRealtime, openFilesLimit, type BrokerSetup } from './brokers.js'
-import { PROFILES, QUICK_SCENARIOS, SCENARIOS, type Metric, type Scenario, type ScenarioRun, type Target } from './scenarios.js'
+import { OPEN_LOOP_SCENARIOS } from './open-loop.js'
+import { PROFILES, QUICK_SCENARIOS, SCENARIOS as CLOSED_LOOP_SCENARIOS, type Metric, type Scenario, type ScenarioRun, type Target } from './scenarios.js'
+
+/** The open-loop scenarios (bench/open-loop.ts) run in a full run, and with --only under --quick. */
+const SCENARIOS: readonly Scenario[] = [...CLOSED_LOOP_SCENARIOS, ...OPEN_LOOP_SCENARIOS]
 
 /*
  * `npm run bench`: every scenario against every broker setup in the same run, every broker process
