@@ -194,7 +194,7 @@ export function createBackend(config: Config, log: Logger): Backend {
    */
   const maxPending = config.cluster.overloadPendingPublishes
   let pending = 0
-  const waiting: (() => void)[] = []
+  const waiting: { message: Message; done?: (err?: Error | null) => void }[] = []
   let waitingSince = 0
   let inboundOverloaded = false
   const isQoS0 = (message: Message): boolean => (message.qos ?? 0) === 0 && !message.topic.startsWith('$SYS/')
@@ -207,7 +207,10 @@ export function createBackend(config: Config, log: Logger): Backend {
     emitThroughRedis(message, done, (err) => {
       pending--
       if (err) fanoutError(err)
-      while (pending < maxPending && waiting.length > 0) waiting.shift()?.()
+      while (pending < maxPending && waiting.length > 0) {
+        const next = waiting.shift()!
+        send(next.message, next.done)
+      }
       if (waiting.length > 0) waitingSince = Date.now()
     })
   }
@@ -218,12 +221,8 @@ export function createBackend(config: Config, log: Logger): Backend {
         return mq
       }
       if (waiting.length === 0) waitingSince = Date.now()
-      else if (isQoS0(message) && Date.now() - waitingSince >= dropQos0AfterMs) {
-        drop()
-        done?.()
-        return mq
-      }
-      waiting.push(() => send(message, done))
+      waiting.push({ message, done })
+      dropSustained()
       return mq
     }
     // Redis is down: serve this node's own subscribers rather than queue without bound. QoS 1/2
@@ -232,6 +231,17 @@ export function createBackend(config: Config, log: Logger): Backend {
     localOnlyPublishes++
     localEmit(message, done)
     return mq
+  }
+  /** After `overloadDropQos0After` of waiting without progress, the QoS 0 messages that wait are dropped (counted). */
+  const dropSustained = (): void => {
+    if (waiting.length === 0 || Date.now() - waitingSince < dropQos0AfterMs) return
+    for (let i = waiting.length - 1; i >= 0; i--) {
+      const { message, done } = waiting[i]
+      if (!isQoS0(message)) continue
+      waiting.splice(i, 1)
+      drop()
+      done?.()
+    }
   }
   mq.receive = (message) => {
     if (inboundOverloaded && isQoS0(message)) return drop()
@@ -247,6 +257,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     let buffered = 0
     for (const id in aedesClients) buffered += aedesClients[id].conn?.writableLength ?? 0
     inboundOverloaded = buffered > overloadBufferedBytes
+    dropSustained()
     const queued = queuedForWindows()
     const rss = process.memoryUsage.rss()
     if (!overMemory && rss > maxMemory) {
@@ -357,7 +368,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     async close() {
       closing = true
       clearInterval(sampler)
-      for (const resume of waiting.splice(0)) resume()
+      for (const { message, done } of waiting.splice(0)) send(message, done)
       // aedes.close() already closed mq (and with it the pub/sub clients) and the persistence.
       await Promise.all(Object.values(clients).map(async (c) => {
         if (c.status === 'end') return

@@ -38,8 +38,8 @@ import type { Redis } from 'ioredis'
  * their `done` waits, so aedes reads no more from those publishers' sockets and sends no PUBACK
  * (mqtt/puback-order.ts) until the congestion clears. A PUBACK thus never runs ahead of what the
  * cluster delivers. A report not repeated within `PRESSURE_TTL_MS` has expired (its node died, or
- * its "clear" was lost). Held messages keep their order; a QoS 0 message is dropped (and counted)
- * instead of held only once the hold has lasted `dropQos0AfterMs`: sustained overload, not a burst.
+ * its "clear" was lost). Held messages keep their order; held QoS 0 messages are dropped (and
+ * counted) only once nothing was released for `dropQos0AfterMs`: sustained overload, not a burst.
  */
 
 const require = createRequire(import.meta.url)
@@ -421,30 +421,45 @@ export class Fanout extends MQEmitter {
   }
 
   private hold(held: Held): void {
-    const now = Date.now()
     if (this.heldHead === this.held.length) {
-      this.heldSince = now
+      this.heldSince = Date.now()
       this.holdTimer ??= setInterval(() => this.release(), HOLD_RECHECK_MS)
       this.holdTimer.unref()
-    } else if ((held.message.qos ?? 0) === 0 && now - this.heldSince >= this.options.overload.dropQos0AfterMs) {
+    }
+    this.held.push(held)
+  }
+
+  /** Held since `dropQos0AfterMs` without a release: sustained overload, the QoS 0 messages go. */
+  private dropSustained(): void {
+    if (Date.now() - this.heldSince < this.options.overload.dropQos0AfterMs) return
+    const kept: Held[] = []
+    for (let i = this.heldHead; i < this.held.length; i++) {
+      const held = this.held[i]
+      if ((held.message.qos ?? 0) !== 0 || held.message.topic.startsWith('$SYS/')) {
+        kept.push(held)
+        continue
+      }
       this.options.overload.onDrop(held.message)
       held.done()
       held.acked()
-      return
     }
-    this.held.push(held)
+    this.held = kept
+    this.heldHead = 0
   }
 
   /** Routes the held messages, in order, up to the first one still blocked. */
   private release(): void {
     const now = Date.now()
     for (const [node, until] of this.congestedUntil) if (until <= now) this.congestedUntil.delete(node)
+    const before = this.heldHead
     while (this.heldHead < this.held.length) {
       const next = this.held[this.heldHead]
       if (this.isBlocked(next.message)) break
       this.held[this.heldHead++] = undefined as unknown as Held
       this.route(next.message, next.done, next.acked)
     }
+    if (this.heldHead > before) this.heldSince = now
+    else if (this.heldHead < this.held.length) this.dropSustained()
     if (this.heldHead === this.held.length) {
       this.held = []
       this.heldHead = 0

@@ -29,7 +29,8 @@ before(async () => {
   redis = await startRedis()
   // A small inbound bound so that the test reaches it in seconds on a shared machine.
   const args = ['--log-level', 'info', '--mqtt', '127.0.0.1:0']
-  const config = { cluster: { overloadBufferedBytes: 4 * 1024 * 1024, overloadPendingPublishes: 20 } }
+  // QoS 0 is dropped once held for 1 s (sustained overload at the scale of this test).
+  const config = { cluster: { overloadBufferedBytes: 4 * 1024 * 1024, overloadPendingPublishes: 20, overloadDropQos0After: 1 } }
   const start = () => startFleetmq({ args: [...args, '--allow-anonymous', '--redis', redis.url], config, users: [METRICS_ADMIN] })
   a = await start()
   b = await start()
@@ -105,27 +106,32 @@ test('a QoS 0 flood from node A to a slow subscriber on node B: memory stays bou
   for (const c of [check, fresh]) c.destroy()
 })
 
-test('Redis stalls (CLIENT PAUSE WRITE): QoS 0 beyond the pending bound is dropped and counted, a QoS 1 publisher waits and is served after', { timeout: 60_000 }, async () => {
+test('Redis stalls (CLIENT PAUSE WRITE) under a burst beyond the pending bound: the burst is held, not dropped; a QoS 1 publisher waits and is served after', { timeout: 60_000 }, async () => {
   const sub = await rawConnect(b.ports.mqtt, { clientId: 'stall-sub' }, 4)
   sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'stall/#', qos: 1 }] })
   await sub.waitFor((p) => p.cmd === 'suback')
   const before = metricValue(await scrapeMetrics(a), 'fleetmq_messages_dropped_total', { reason: 'overload' }) || 0
   const baseline = rssMb(a)
-  // Redis holds every write (PUBLISH included) for 4 s: node A's messages to Redis pile up.
   await redisCli(redis.port, 'CLIENT', 'PAUSE', '4000', 'WRITE')
-  // aedes routes one message per publisher at a time: 40 publishers exceed the bound of 20.
+  // aedes routes one message per publisher at a time: 40 publishers exceed the bound of 20 at once.
+  // Issue 16: a burst is held (publishers not read), never dropped; only a hold longer than
+  // overloadDropQos0After without progress drops QoS 0.
   const pubs = await Promise.all(Array.from({ length: 40 }, (_, i) => rawConnect(a.ports.mqtt, { clientId: `stall-pub-${i}` }, 4)))
   const packet = mqttPacket.generate({ cmd: 'publish', topic: 'stall/0', payload: Buffer.alloc(256, 'y'), qos: 0, retain: false, dup: false }, { protocolVersion: 4 })
   for (const pub of pubs) for (let i = 0; i < 20; i++) pub.socket.write(packet)
   const qos1 = await rawConnect(a.ports.mqtt, { clientId: 'stall-qos1' }, 4)
   qos1.send({ cmd: 'publish', topic: 'stall/1', payload: Buffer.from('kept'), qos: 1, messageId: 7, retain: false, dup: false })
-  await waitUntil('overload drops counted', async () => (metricValue(await scrapeMetrics(a), 'fleetmq_messages_dropped_total', { reason: 'overload' }) || 0) > before, 10_000)
-  const growth = rssMb(a) - baseline
-  assert.ok(growth < 150, `node A RSS grew ${Math.round(growth)} MB`)
   // After the pause: the QoS 1 message is acknowledged and delivered, nothing crashed.
   await qos1.waitFor((p) => p.cmd === 'puback', 20_000)
   await sub.waitFor((p) => p.cmd === 'publish' && String(p.payload) === 'kept', 20_000)
-  const after = metricValue(await scrapeMetrics(a), 'fleetmq_messages_dropped_total', { reason: 'overload' })
-  console.log(`# stall: 800 QoS 0 from 40 publishers during a 4 s Redis write pause with overloadPendingPublishes 20: ${after - before} dropped (overload); RSS A +${Math.round(growth)} MB`)
+  const growth = rssMb(a) - baseline
+  assert.ok(growth < 150, `node A RSS grew ${Math.round(growth)} MB`)
+  const dropped = (metricValue(await scrapeMetrics(a), 'fleetmq_messages_dropped_total', { reason: 'overload' }) || 0) - before
+  const burst = await waitUntil('the burst delivered', () => {
+    const n = sub.packets.filter((p) => p.cmd === 'publish' && p.topic === 'stall/0').length
+    return n + dropped >= 800 ? n : undefined
+  }, 20_000)
+  console.log(`# stall: 800 QoS 0 from 40 publishers during a 4 s Redis write pause with overloadPendingPublishes 20: ${burst} delivered, ${dropped} dropped (overload); RSS A +${Math.round(growth)} MB`)
+  assert.equal(dropped, 0, 'a burst is held, not dropped')
   for (const c of [sub, ...pubs, qos1]) c.destroy()
 })
