@@ -51,7 +51,9 @@ export function aedesLimits(config: Config): Partial<AedesOptions> {
   const { limits } = config
   return {
     connectTimeout: limits.connectTimeout * 1000,
-    keepaliveLimit: limits.maxKeepAlive,
+    // Off: aedes would refuse Keep Alive 0 from 3.1.1 clients (return code 6) and impose a Server
+    // Keep Alive on 5.0 clients asking for 0. limits/index.ts keepAliveVerdict bounds keep-alive.
+    keepaliveLimit: 0,
     maxClientsIdLength: limits.maxClientIdLength,
     maxTopicLevels: limits.maxTopicLevels,
     topicAliasMaximum: limits.topicAliasMaximum,

@@ -6,6 +6,7 @@
  */
 import { renderEnvFile, type ConfigTree } from '../broker/config/env.js'
 import { validateConfig } from '../broker/config/load.js'
+import { DEFAULTS } from '../broker/config/defaults.js'
 import { NODE_ENV_PATH, phaseCommand, STAGE_DIR } from '../scripts/lib/phase-command.js'
 import { PORTS } from './ports.js'
 
@@ -68,6 +69,10 @@ export function brokerSettings(input: NodeEnvInput): ConfigTree {
   }
   return {
     listeners,
+    // The NLB drops a connection idle for 350 s without telling either end: a 5.0 client asking for
+    // no keep-alive (0) is given the longest one the broker accepts (300 s) [MQTT-3.2.2-21]. 3.1.1
+    // clients asking for 0 are still accepted (limits.refuseKeepAliveZero would refuse them).
+    limits: { serverKeepAlive: DEFAULTS.limits.maxKeepAlive },
     // On all interfaces: the security group admits only the other brokers (cluster join).
     mgmt: { enabled: true, host: '0.0.0.0', port: PORTS.mgmt },
     cluster,

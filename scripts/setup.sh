@@ -5,7 +5,7 @@ set -Eeuo pipefail
 readonly DEBIAN_PACKAGES=(
   redis-server redis-sentinel haproxy openssh-server mosquitto mosquitto-clients openssl
   iproute2 systemd-container mmdebstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common
-  genisoimage shellcheck fdisk
+  genisoimage shellcheck fdisk python3-paho-mqtt
 )
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -44,15 +44,30 @@ export const DEFAULTS = Object.freeze({
     /** UTF-8 bytes in a topic name or filter. */
     maxTopicLength: 1_024,
     /**
-     * Shortest keep-alive accepted, seconds (0 = no minimum). A keep-alive of 0 (disabled) counts as
-     * above maxKeepAlive.
+     * Shortest non-zero keep-alive accepted, seconds (0 = no minimum). 5.0 clients below it get it
+     * as Server Keep Alive; 3.1/3.1.1 clients are refused.
      */
     minKeepAlive: 0,
     /**
-     * Longest keep-alive accepted, seconds. 300 s because the AWS NLB's TLS listener drops idle
-     * connections after 350 s: a client pinging less often would be cut silently.
+     * Longest non-zero keep-alive accepted, seconds. 300 s because the AWS NLB's TLS listener drops
+     * idle connections after 350 s: a client pinging less often would be cut silently. 5.0 clients
+     * above it get it as Server Keep Alive; 3.1/3.1.1 clients are refused. A keep-alive of 0
+     * (disabled) is not bounded by it: see serverKeepAlive and refuseKeepAliveZero.
      */
     maxKeepAlive: 300,
+    /**
+     * Server Keep Alive sent to 5.0 clients that ask for a keep-alive of 0 (disabled), seconds
+     * (0 = none: their keep-alive stays off, as they asked). Set it behind a load balancer that drops
+     * idle connections (the AWS deployment sets 300 for the NLB's 350 s).
+     */
+    serverKeepAlive: 0,
+    /**
+     * Refuse 3.1/3.1.1 clients that ask for a keep-alive of 0 (disabled), with CONNACK 3 Server
+     * unavailable (3.1.1 cannot tell a client which keep-alive to use). Off by default: Keep Alive
+     * 0 is legal (3.1.1 §3.1.2.10) and mosquitto, EMQX and VerneMQ accept it. 5.0
+     * clients are never refused: they get serverKeepAlive.
+     */
+    refuseKeepAliveZero: false,
     /** Topic aliases a 5.0 client may register with the broker. */
     topicAliasMaximum: 64,
     /** Longest session expiry a 5.0 client may ask for, seconds (7 days). */

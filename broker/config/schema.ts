@@ -120,6 +120,8 @@ const limitsSchema = z.strictObject({
   maxTopicLength: z.number().int().min(1).max(65_535).default(DEFAULTS.limits.maxTopicLength),
   minKeepAlive: z.number().int().min(0).max(65_535).default(DEFAULTS.limits.minKeepAlive),
   maxKeepAlive: z.number().int().min(1).max(65_535).default(DEFAULTS.limits.maxKeepAlive),
+  serverKeepAlive: z.number().int().min(0).max(65_535).default(DEFAULTS.limits.serverKeepAlive),
+  refuseKeepAliveZero: z.boolean().default(DEFAULTS.limits.refuseKeepAliveZero),
   topicAliasMaximum: z.number().int().min(0).max(65_535).default(DEFAULTS.limits.topicAliasMaximum),
   maxSessionExpiry: z.number().int().min(0).max(4_294_967_295).default(DEFAULTS.limits.maxSessionExpiry),
   maxClientIdLength: z.number().int().min(23).max(65_535).default(DEFAULTS.limits.maxClientIdLength),
@@ -244,6 +246,14 @@ export const configSchema = z
         code: 'custom',
         path: ['limits', 'minKeepAlive'],
         message: `must not exceed limits.maxKeepAlive (${config.limits.maxKeepAlive})`,
+      })
+    }
+    const { serverKeepAlive, minKeepAlive, maxKeepAlive } = config.limits
+    if (serverKeepAlive > 0 && (serverKeepAlive < minKeepAlive || serverKeepAlive > maxKeepAlive)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['limits', 'serverKeepAlive'],
+        message: `must be 0 (none) or between limits.minKeepAlive (${minKeepAlive}) and limits.maxKeepAlive (${maxKeepAlive})`,
       })
     }
     if (config.limits.slowConsumerBytes > config.limits.stuckConsumerBytes) {

@@ -10,6 +10,7 @@ import { ConnectRefusal, disconnectClient, REASON, RETURN_CODE } from './refuse.
 import { TokenBucket } from './token-bucket.js'
 import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-errors.js'
 import { installTopicLimits } from './topic-limits.js'
+import { internals } from '../mqtt/aedes-internals.js'
 
 /*
  * Limits that protect the node. Each refusal answers with the protocol's reason code, logs why
@@ -20,8 +21,9 @@ import { installTopicLimits } from './topic-limits.js'
  *   unavailable (3.1.1, whose return codes 0..5 have nothing closer) [MQTT-3.2.2.2]
  * - connect rate per listener (token bucket, bursts of one second): 0x9F Connection rate
  *   exceeded / 3
- * - keep-alive: 5.0 clients get the bound as Server Keep Alive [MQTT-3.2.2-21]; 3.1.1 clients
- *   outside it are refused with 3 (see `keepAliveVerdict`)
+ * - keep-alive: 0 accepted unless configured otherwise; 5.0 clients outside the bounds get one as
+ *   Server Keep Alive [MQTT-3.2.2-21]; 3.1.1 clients outside them are refused with 3 (see
+ *   `keepAliveVerdict`)
  * - client identifier length: 0x85 Client Identifier not valid / 2 Identifier rejected
  *   [MQTT-3.1.3-8]
  * - topic names longer than maxTopicLength: DISCONNECT 0x90 Topic Name invalid (5.0) or a
@@ -63,29 +65,40 @@ export function forwardVerdict(buffered: number, qos: number, state: Readonly<Sl
 }
 
 /**
- * Keep-alive bounds. 0 means no keep-alive at all, which is above any maximum: the AWS NLB cuts
- * a connection idle for 350 s without telling either end.
+ * Keep-alive bounds. A keep-alive of 0 turns keep-alive off, which is legal (3.1.1 §3.1.2.10,
+ * 5.0 §3.1.2.10) and accepted by default, as mosquitto, EMQX and VerneMQ do. Behind a load balancer
+ * that drops idle connections (the AWS NLB, after 350 s) the operator sets `serverKeepAlive`, which
+ * 5.0 clients asking for 0 are given [MQTT-3.2.2-21]; refusing 3.1.1 clients that ask for 0 is
+ * the explicit opt-in `refuseKeepAliveZero`.
  *
- * 3.1.1 has no way to tell a client which keep-alive to use, so a client outside the bounds is
- * refused. aedes answers it with return code 6, which is not a 3.1.1 return code (Table 3.1
- * stops at 5) and which clients report as a protocol error; FleetMQ refuses it first with 3
- * Server unavailable, the code that makes a client retry later rather than believe its
- * credentials or identifier are wrong, and logs the reason. 5.0 clients are never refused: they
- * get Server Keep Alive.
+ * Non-zero values are bounded by minKeepAlive..maxKeepAlive: 5.0 clients outside get the bound as
+ * Server Keep Alive. 3.1.1 has no way to tell a client which keep-alive to use, so a client outside
+ * the bounds is refused with 3 Server unavailable, the code that makes a client retry later rather
+ * than believe its credentials or identifier are wrong (aedes' own refusal, return code 6, is not a
+ * 3.1.1 code: Table 3.1 stops at 5), and the log says why.
  */
-export function keepAliveVerdict(keepalive: number, protocolVersion: number, limits: Pick<Limits, 'minKeepAlive' | 'maxKeepAlive'>):
+export function keepAliveVerdict(keepalive: number, protocolVersion: number,
+  limits: Pick<Limits, 'minKeepAlive' | 'maxKeepAlive' | 'serverKeepAlive' | 'refuseKeepAliveZero'>):
   | { verdict: 'accept' }
   | { verdict: 'serverKeepAlive'; value: number }
   | { verdict: 'refuse'; reason: string } {
-  const tooLong = keepalive === 0 || keepalive > limits.maxKeepAlive
-  const tooShort = keepalive > 0 && keepalive < limits.minKeepAlive
-  if (!tooLong && !tooShort) return { verdict: 'accept' }
-  // aedes imposes maxKeepAlive on 5.0 clients itself (keepaliveLimit); the minimum is ours.
-  if (protocolVersion === 5) return tooShort ? { verdict: 'serverKeepAlive', value: limits.minKeepAlive } : { verdict: 'accept' }
-  const requested = keepalive === 0 ? 'keep-alive 0 (disabled) is' : `keep-alive ${keepalive} s`
-  return tooLong
-    ? { verdict: 'refuse', reason: `${requested} above the maximum ${limits.maxKeepAlive} s (limits.maxKeepAlive; the AWS NLB drops idle TLS connections after 350 s)` }
-    : { verdict: 'refuse', reason: `${requested} below the minimum ${limits.minKeepAlive} s (limits.minKeepAlive)` }
+  if (keepalive === 0) {
+    if (protocolVersion === 5) return limits.serverKeepAlive > 0 ? { verdict: 'serverKeepAlive', value: limits.serverKeepAlive } : { verdict: 'accept' }
+    return limits.refuseKeepAliveZero
+      ? { verdict: 'refuse', reason: 'keep-alive 0 (disabled) is refused (limits.refuseKeepAliveZero; the AWS NLB drops idle TLS connections after 350 s)' }
+      : { verdict: 'accept' }
+  }
+  if (keepalive > limits.maxKeepAlive) {
+    return protocolVersion === 5
+      ? { verdict: 'serverKeepAlive', value: limits.maxKeepAlive }
+      : { verdict: 'refuse', reason: `keep-alive ${keepalive} s above the maximum ${limits.maxKeepAlive} s (limits.maxKeepAlive; the AWS NLB drops idle TLS connections after 350 s)` }
+  }
+  if (keepalive < limits.minKeepAlive) {
+    return protocolVersion === 5
+      ? { verdict: 'serverKeepAlive', value: limits.minKeepAlive }
+      : { verdict: 'refuse', reason: `keep-alive ${keepalive} s below the minimum ${limits.minKeepAlive} s (limits.minKeepAlive)` }
+  }
+  return { verdict: 'accept' }
 }
 
 /** One log line per limit per second at most; the next one says how many were held back. */
@@ -239,8 +252,8 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
         refuse('keepAlive', fields, REASON.SERVER_UNAVAILABLE, RETURN_CODE.SERVER_UNAVAILABLE, keepAlive.reason)
       } else if (keepAlive.verdict === 'serverKeepAlive') {
         // aedes sends `_serverKeepAlive` as Server Keep Alive in the CONNACK and times the
-        // connection by it; it only sets it itself for the upper bound.
-        (client as unknown as { _serverKeepAlive: number })._serverKeepAlive = keepAlive.value
+        // connection by it (its own keepaliveLimit is off: it would refuse Keep Alive 0).
+        internals(client)._serverKeepAlive = keepAlive.value
       }
 
       open++

@@ -28,6 +28,11 @@ export interface AedesClient extends Client {
   readonly duplicates: Record<string, number>
   /** True once aedes wrote the CONNACK; before it, packets that follow the CONNECT wait in a queue. */
   readonly connackSent?: boolean
+  /**
+   * [MQTT-3.2.2-21] Server Keep Alive: set before the CONNECT is handled, aedes sends it in the
+   * CONNACK and times the connection by it (lib/handlers/connect.js setKeepAlive, doConnack).
+   */
+  _serverKeepAlive?: number
   /** Next packet identifier aedes hands out on this connection (1…65535). */
   _nextId: number
   /** aedes' per-client delivery functions, used by its subscriptions. */

@@ -8,6 +8,7 @@ import { ProcessGroup, portsInUse, waitForPort } from './processes.js'
 import { ensureSecrets, type StackSecrets } from './secrets.js'
 import { SENTINEL_PRIMARY_NAME, startRedis } from './redis.js'
 import { checkThroughLoadBalancer } from './check.js'
+import { DEFAULTS } from '../../broker/config/defaults.js'
 
 /*
  * `npm start`: the production topology on one machine. Redis with Sentinel, N FleetMQ nodes joined
@@ -51,6 +52,8 @@ function nodeConfig(plan: StackPlan, index: number, stateDir: string): Record<st
       { name: 'mqtt', type: 'mqtt', host: '127.0.0.1', port: node.mqtt, proxyProtocol: 'required' },
       { name: 'ws', type: 'ws', host: '127.0.0.1', port: node.ws, proxyProtocol: 'required' },
     ],
+    // As on AWS (infra/node-env.ts): HAProxy, like the NLB, drops connections idle for 350 s.
+    limits: { serverKeepAlive: DEFAULTS.limits.maxKeepAlive },
     mgmt: { host: '127.0.0.1', port: node.mgmt },
     log: { format: 'json' },
   }

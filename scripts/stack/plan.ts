@@ -74,7 +74,8 @@ global
 defaults
   mode tcp
   timeout connect 5s
-  # The NLB's idle timeout for TLS listeners is 350 s; brokers cap keep-alive at 300 s.
+  # The NLB's idle timeout for TLS listeners is 350 s; brokers cap keep-alive at 300 s and give
+  # 5.0 clients asking for none a Server Keep Alive of 300 s.
   timeout client 350s
   timeout server 350s
   option redispatch

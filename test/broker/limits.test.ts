@@ -3,9 +3,11 @@ import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
 import { keepAliveVerdict } from '../../broker/limits/index.js'
 import { TokenBucket } from '../../broker/limits/token-bucket.js'
+import { validateConfig } from '../../broker/config/load.js'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { rawClient, type RawClient } from '../helpers/raw-client.js'
 import { METRICS_ADMIN, metricValue, scrapeMetrics } from '../helpers/metrics.js'
+import { runPaho } from '../helpers/paho.js'
 
 /*
  * Limits that protect the node: over a limit a client gets the protocol's reason code, the node
@@ -28,14 +30,22 @@ async function assertStillServes(port: number): Promise<void> {
   await client.endAsync()
 }
 
-test('keepAliveVerdict: 0 and values above the maximum refuse 3.1.1 and are bounded for 5.0; the minimum raises 5.0', () => {
-  const limits = { minKeepAlive: 10, maxKeepAlive: 300 }
+test('keepAliveVerdict: 0 is accepted unless configured otherwise; non-zero values outside the bounds refuse 3.1.1 and are bounded for 5.0', () => {
+  const limits = { minKeepAlive: 10, maxKeepAlive: 300, serverKeepAlive: 0, refuseKeepAliveZero: false }
   assert.deepEqual(keepAliveVerdict(60, 4, limits), { verdict: 'accept' })
+  assert.deepEqual(keepAliveVerdict(0, 4, limits), { verdict: 'accept' }, '3.1.1 §3.1.2.10: 0 turns keep-alive off')
+  assert.deepEqual(keepAliveVerdict(0, 3, limits), { verdict: 'accept' })
+  assert.deepEqual(keepAliveVerdict(0, 5, limits), { verdict: 'accept' })
   assert.equal(keepAliveVerdict(600, 4, limits).verdict, 'refuse')
-  assert.equal(keepAliveVerdict(0, 4, limits).verdict, 'refuse')
   assert.equal(keepAliveVerdict(5, 4, limits).verdict, 'refuse')
-  assert.deepEqual(keepAliveVerdict(600, 5, limits), { verdict: 'accept' }, 'aedes sends Server Keep Alive 300 itself')
+  assert.deepEqual(keepAliveVerdict(600, 5, limits), { verdict: 'serverKeepAlive', value: 300 })
   assert.deepEqual(keepAliveVerdict(5, 5, limits), { verdict: 'serverKeepAlive', value: 10 })
+  const behindNlb = { ...limits, serverKeepAlive: 300 }
+  assert.deepEqual(keepAliveVerdict(0, 5, behindNlb), { verdict: 'serverKeepAlive', value: 300 })
+  assert.deepEqual(keepAliveVerdict(0, 4, behindNlb), { verdict: 'accept' }, 'serverKeepAlive concerns 5.0 only')
+  const strict = { ...limits, refuseKeepAliveZero: true }
+  assert.match((keepAliveVerdict(0, 4, strict) as { reason: string }).reason, /keep-alive 0 \(disabled\) is refused \(limits\.refuseKeepAliveZero/)
+  assert.deepEqual(keepAliveVerdict(0, 5, strict), { verdict: 'accept' }, '5.0 clients are never refused')
 })
 
 test('TokenBucket allows a burst of one second, then the rate', () => {
@@ -137,8 +147,8 @@ test('connectRate: past the listener rate, CONNACK 0x9F Connection rate exceeded
   }
 })
 
-test('keep-alive bounds: 3.1.1 above 300 s is refused with 3 and a log line that says why; 5.0 gets Server Keep Alive', async () => {
-  const broker = await start({ limits: { minKeepAlive: 10, maxKeepAlive: 300 } })
+test('keep-alive bounds: 3.1.1 above 300 s is refused with 3 and a log line that says why; 5.0 gets Server Keep Alive; 0 as configured', async () => {
+  const broker = await start({ limits: { minKeepAlive: 10, maxKeepAlive: 300, serverKeepAlive: 240, refuseKeepAliveZero: true } })
   try {
     const port = broker.ports.mqtt
     const old = await rawClient(port, 4)
@@ -147,6 +157,7 @@ test('keep-alive bounds: 3.1.1 above 300 s is refused with 3 and a log line that
     const line = await broker.waitForLog((l) => l.limit === 'keepAlive')
     assert.match(line.msg, /keep-alive 600 s above the maximum 300 s \(limits\.maxKeepAlive; the AWS NLB drops idle TLS connections after 350 s\)/)
 
+    // Opted in with limits.refuseKeepAliveZero: 3.1.1 clients asking for 0 are refused.
     const disabled = await rawClient(port, 4)
     assert.equal((await disabled.connect({ keepalive: 0 })).returnCode, 3)
     const short = await rawClient(port, 4)
@@ -160,14 +171,30 @@ test('keep-alive bounds: 3.1.1 above 300 s is refused with 3 and a log line that
     const quickAck = await quick.connect({ keepalive: 5 })
     assert.equal(quickAck.reasonCode, 0)
     assert.equal(quickAck.properties?.serverKeepAlive, 10)
+    // A 5.0 client asking for 0 gets limits.serverKeepAlive [MQTT-3.2.2-21], as Paho reads it too.
+    const none = await rawClient(port, 5)
+    const noneAck = await none.connect({ keepalive: 0 })
+    assert.equal(noneAck.reasonCode, 0)
+    assert.equal(noneAck.properties?.serverKeepAlive, 240)
+    const paho = await runPaho({ port, keepalive: 0, clientId: 'paho-ka0', hold: 0.1 }).finished
+    assert.equal(paho.find((e) => e.event === 'connack')?.properties?.ServerKeepAlive, 240)
 
     // MQTT.js 3.1.1 sees the refusal as "Server unavailable", not a protocol error.
     await assert.rejects(mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4, keepalive: 600, reconnectPeriod: 0 }), /Server unavailable/i)
     await assertStillServes(port)
-    for (const c of [v5, quick]) c.destroy()
+    for (const c of [v5, quick, none]) c.destroy()
   } finally {
     await broker.stop()
   }
+})
+
+test('limits.serverKeepAlive outside minKeepAlive..maxKeepAlive is refused with the bounds named', () => {
+  const checked = validateConfig({ limits: { maxKeepAlive: 300, serverKeepAlive: 600 } })
+  assert.equal(checked.ok, false)
+  assert.match((checked as { errors: string[] }).errors.join('\n'), /limits\.serverKeepAlive: must be 0 \(none\) or between limits\.minKeepAlive \(0\) and limits\.maxKeepAlive \(300\)/)
+  const defaults = validateConfig({})
+  assert.ok(defaults.ok)
+  assert.deepEqual([defaults.config.limits.serverKeepAlive, defaults.config.limits.refuseKeepAliveZero], [0, false], 'Keep Alive 0 accepted by default')
 })
 
 test('client identifier longer than maxClientIdLength: 0x85 (5.0) / 2 Identifier rejected (3.1.1)', async () => {

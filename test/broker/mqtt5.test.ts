@@ -44,7 +44,7 @@ function nextMessage(client: mqtt.MqttClient, topic: string): Promise<MqttJsPubl
 }
 
 test('CONNACK: assigned client identifier, server keep alive, clamped session expiry, limits, shared subscriptions available', async () => {
-  const client = await rawConnect(port, { clientId: '', keepalive: 0, properties: { sessionExpiryInterval: 0xFFFFFFFF } })
+  const client = await rawConnect(port, { clientId: '', keepalive: 600, properties: { sessionExpiryInterval: 0xFFFFFFFF } })
   const connack = client.packets[0] as IConnackPacket
   assert.equal(connack.reasonCode, 0)
   assert.match(connack.properties?.assignedClientIdentifier ?? '', /.+/) // [MQTT-3.2.2-16]

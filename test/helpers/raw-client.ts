@@ -42,7 +42,7 @@ export async function rawClient(port: number, protocolVersion: ProtocolVersion =
   await once(socket, 'connect')
   const parser = mqttPacket.parser({ protocolVersion })
   const received: Packet[] = []
-  const waiters: { match: (p: Packet) => boolean; resolve: (p: Packet) => void }[] = []
+  const waiters: { match: (p: Packet) => boolean; resolve: (p: Packet) => void; reject: (err: Error) => void }[] = []
   parser.on('packet', (packet: Packet) => {
     received.push(packet)
     for (const waiter of [...waiters]) {
@@ -52,8 +52,22 @@ export async function rawClient(port: number, protocolVersion: ProtocolVersion =
       }
     }
   })
-  parser.on('error', () => { /* the broker sent bytes we cannot parse: the test sees it as a missing packet */ })
-  socket.on('data', (chunk: Buffer) => parser.parse(chunk))
+  // Bytes the broker sent that mqtt-packet cannot parse fail every wait from then on, with the
+  // parser's reason and the bytes: "nothing arrived" must never hide a packet nobody could read.
+  let parseError: Error | undefined
+  /** The last bytes received (up to about 64 KiB), for the error message. */
+  const chunks: Buffer[] = []
+  let chunkBytes = 0
+  parser.on('error', (err: Error) => {
+    parseError ??= new Error(`the broker sent bytes mqtt-packet cannot parse (${err.message}); packets parsed before: ${received.map((p) => p.cmd).join(', ') || 'none'}; bytes: ${Buffer.concat(chunks).toString('hex').slice(-400)}`)
+    for (const waiter of waiters.splice(0)) waiter.reject(parseError)
+  })
+  socket.on('data', (chunk: Buffer) => {
+    chunks.push(chunk)
+    chunkBytes += chunk.length
+    while (chunks.length > 1 && chunkBytes > 65_536) chunkBytes -= chunks.shift()!.length
+    parser.parse(chunk)
+  })
   socket.on('error', () => { /* resets are expected when the broker drops us */ })
   const isClosed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
 
@@ -70,24 +84,29 @@ export async function rawClient(port: number, protocolVersion: ProtocolVersion =
     waitForPacket<T extends Packet>(test: (p: Packet) => boolean, timeoutMs = 10_000): Promise<T> {
       const seen = received.find(test)
       if (seen) return Promise.resolve(seen as T)
+      if (parseError) return Promise.reject(parseError)
       return new Promise<T>((resolve, reject) => {
         const timer = setTimeout(() => {
           waiters.splice(waiters.indexOf(waiter), 1)
           reject(new Error(`no matching packet within ${timeoutMs} ms; received: ${received.map((p) => p.cmd).join(', ') || 'nothing'}`))
         }, timeoutMs)
-        const waiter = { match: test, resolve: (p: Packet) => { clearTimeout(timer); resolve(p as T) } }
+        const waiter = { match: test, resolve: (p: Packet) => { clearTimeout(timer); resolve(p as T) }, reject: (err: Error) => { clearTimeout(timer); reject(err) } }
         waiters.push(waiter)
       })
     },
     waitFor(cmd, match = () => true, timeoutMs = 10_000) {
       type P = Extract<Packet, { cmd: typeof cmd }>
       return client.waitForPacket<P>((p) => p.cmd === cmd && match(p as P), timeoutMs)
-        .catch((err: Error) => { throw new Error(err.message.replace('no matching packet', `no ${cmd}`)) })
+        .catch((err: Error) => { throw err === parseError ? err : new Error(err.message.replace('no matching packet', `no ${cmd}`)) })
     },
     closed(timeoutMs = 10_000) {
       return new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`the broker did not close the connection within ${timeoutMs} ms`)), timeoutMs)
-        void isClosed.then(() => { clearTimeout(timer); resolve() })
+        void isClosed.then(() => {
+          clearTimeout(timer)
+          if (parseError) reject(parseError)
+          else resolve()
+        })
       })
     },
     async connect(options = {}) {

@@ -232,6 +232,8 @@ describe('helpers', () => {
     assert.equal(env.FLEETMQ_PROVISION__NODE_NAME, 'fleetmq-node-2')
     const settings = configFromEnv(env) as Record<string, any>
     assert.deepEqual(settings.listeners, [{ type: 'mqtt', port: 1883, proxyProtocol: 'required' }])
+    // Below the NLB's 350 s idle timeout: 5.0 clients asking for Keep Alive 0 get 300 s.
+    assert.deepEqual(settings.limits, { serverKeepAlive: 300 })
     assert.equal(settings.provision.advertiseAddress, '10.0.64.5')
     assert.deepEqual(settings.cluster, {
       name: 'fleetmq-prod',
