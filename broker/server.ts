@@ -7,6 +7,7 @@ import { logClientConnections } from './features/connection-log.js'
 import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
+import { sendQueuedMessagesOnResume } from './mqtt/session-resume.js'
 import { capRetainedAtGranted } from './mqtt/delivery-qos.js'
 import type { AedesBroker } from './mqtt/aedes-internals.js'
 import { pubackAfterPublish } from './mqtt/puback-order.js'
@@ -77,6 +78,8 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
   guardEmitter((aedes as unknown as { mq: object }).mq)
   markRedeliveries(aedes)
+  // Clean Start 0 with Session Expiry 0 still resumes the queued messages (session-resume.ts).
+  sendQueuedMessagesOnResume(aedes)
   // Retained messages sent on SUBSCRIBE at the granted QoS [MQTT-3.8.4-8] (delivery-qos.ts).
   capRetainedAtGranted(aedes as unknown as AedesBroker)
   // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).

@@ -68,7 +68,10 @@ export const DEFAULTS = Object.freeze({
      * clients are never refused: they get serverKeepAlive.
      */
     refuseKeepAliveZero: false,
-    /** Topic aliases a 5.0 client may register with the broker. */
+    /**
+     * Topic aliases a 5.0 client may register with the broker, and the most the broker sets up
+     * towards a client that allows them (fewer when the client's Topic Alias Maximum is lower).
+     */
     topicAliasMaximum: 64,
     /** Longest session expiry a 5.0 client may ask for, seconds (7 days). */
     maxSessionExpiry: 604_800,

@@ -1,4 +1,5 @@
 import type { Client } from 'aedes'
+import net from 'node:net'
 import type { Duplex } from 'node:stream'
 
 /*
@@ -80,11 +81,50 @@ export function writeRefusal(conn: Duplex, protocolVersion: number, refusal: Con
   })
 }
 
+/** How long a connection that was sent a DISCONNECT is still read, waiting for the client to close its side: ms. */
+const LINGER_MS = 2_000
+const ignore = (): void => {}
+
+/**
+ * [MQTT-3.14.4-2] After its DISCONNECT the server closes the network connection. A TCP socket
+ * closed while its peer is still sending (PUBRELs, a PINGREQ: a client learns of the DISCONNECT
+ * only when it reads) answers those bytes with a reset, and a client's next write (EPIPE) or read
+ * (ECONNRESET) can then fail before it has read the DISCONNECT: an interoperability suite saw a
+ * reset instead of 0x93. So this connection closes gracefully: aedes' close ends with
+ * `conn.destroy()`, which here sends FIN after the DISCONNECT, reads and drops whatever the
+ * client still sends, and destroys the socket once the client closed its side, or after LINGER_MS.
+ * Nothing more is handled from the connection: aedes detached its parser first. WebSocket streams
+ * are left alone (their close is a handshake of its own).
+ */
+function closeAfterPeer(conn: Duplex): void {
+  if (!(conn instanceof net.Socket)) return
+  const destroy = conn.destroy.bind(conn)
+  let closing = false
+  conn.destroy = (err?: Error) => {
+    // Once closing, later calls are aedes answering packets it read after the close (handlers/index.js
+    // destroys, then fails them as 'Invalid protocol'): the close under way stands.
+    if (closing) return conn
+    if (err !== undefined || conn.destroyed) return destroy(err)
+    closing = true
+    const timer = setTimeout(() => destroy(), LINGER_MS)
+    timer.unref()
+    conn.once('end', () => {
+      clearTimeout(timer)
+      destroy()
+    })
+    conn.on('data', ignore)
+    conn.end()
+    conn.resume()
+    return conn
+  }
+}
+
 /**
  * Writes a 5.0 DISCONNECT with `reasonCode` and a Reason String [MQTT-3.14.2], once the CONNACK is
  * out (aedes may still be restoring the session: its `connected` comes later, and its own
  * `disconnect()` writes nothing before). Records the code for the disconnect log line. Does not
- * close: the caller or aedes does.
+ * close: the caller or aedes does, and then the client reads the DISCONNECT before the connection
+ * ends (see closeAfterPeer).
  */
 export function sendDisconnect(client: Client, reasonCode: number, reasonString: string): void {
   const state = client as unknown as { connackSent?: boolean; disconnectReasonCode: number | null }
@@ -95,6 +135,7 @@ export function sendDisconnect(client: Client, reasonCode: number, reasonString:
   // mqtt-packet corks the stream while it writes and uncorks on the next tick; a close before that
   // would discard the DISCONNECT. Flush it now.
   while (conn.writableCorked > 0) conn.uncork()
+  closeAfterPeer(conn)
 }
 
 /**

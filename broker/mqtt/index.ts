@@ -13,6 +13,8 @@ import { deliverWithoutExactCap, grantedQos } from './delivery-qos.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { isSharedDelivery } from '../shared/topic.js'
 import { tapOutbound } from './wire.js'
+import { keepPublishPropertiesOfWill } from './will.js'
+import { installTopicAliases } from './topic-alias.js'
 import { disconnectClient, REASON } from '../limits/refuse.js'
 
 export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCode } from './redirect.js'
@@ -30,6 +32,9 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions, retained
  *   messages sent on SUBSCRIBE and shared subscriptions too [MQTT-3.8.4-8] (see delivery-qos.ts);
  * - Reason Strings on the DISCONNECTs the server sends and on failed SUBACKs [MQTT-3.14.2.2.3];
+ * - a will is published with the PUBLISH properties of the will only, never Will Delay Interval
+ *   (see will.ts);
+ * - server → client Topic Aliases for clients that allow them (see topic-alias.ts);
  * - with `serverReference` configured, shutdown tells 5.0 clients where to go (0x9C with a Server
  *   Reference) instead of 0x8B Server shutting down.
  */
@@ -83,6 +88,8 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
       disconnectClient(client, REASON.QUOTA_EXCEEDED, message)
     }),
   })
+  // After flow control: aliases are set up in the order packets leave (topic-alias.ts).
+  const topicAliases = installTopicAliases(config.limits.topicAliasMaximum)
   const { receiveMaximum } = config.limits
   const removeReceiveMaximum = installReceiveMaximum({
     receiveMaximum,
@@ -107,7 +114,8 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
   })
   return {
     name: 'mqtt-protocol',
-    preConnect(client) {
+    preConnect(client, packet) {
+      if (packet.protocolVersion === 5) topicAliases.connecting(client, packet.properties?.topicAliasMaximum)
       // Before any subscription (restored ones included) captures the client's deliver functions;
       // the delivery without aedes' exact-topic cap first, as it stands in for aedes' own. Once per
       // connection: aedes refuses a second CONNECT before preConnect (lib/handlers/index.js).
@@ -115,6 +123,11 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
       deliverWithoutExactCap(c)
       dedupeByMessage(c)
       deliverAtHighestQos(c)
+    },
+    authorizePublish(_client, packet) {
+      // A will is published after this check, as this object: without Will Delay Interval (will.ts).
+      keepPublishPropertiesOfWill(packet)
+      return null
     },
     authorizeSubscribe(client, sub) {
       identifiers.subscribed(client, sub)
@@ -128,6 +141,7 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     },
     close() {
       removeFlowControl()
+      topicAliases.remove()
       removeReceiveMaximum()
       removeSubackOrder()
       removeProperties()

@@ -15,9 +15,19 @@ import { handledFast, tapInbound, tapOutbound } from './wire.js'
  * the packet identifiers: a PUBLISH resent with the same identifier gets a second PUBREC but one
  * PUBCOMP, and a PUBREL left over from the previous connection gets a PUBCOMP without a PUBLISH.
  *
- * Per QoS 1 PUBLISH this costs a WeakMap lookup and a counter on the way in and out. Packets the
- * client sent before the CONNACK are counted but never disconnect it: it could not know the limit.
- * 3.1/3.1.1 have no Receive Maximum: their connections are not tapped.
+ * QoS 1 PUBLISH packets the broker handles itself (mqtt/fast-publish.ts: 3.1.1 form, no 5.0
+ * properties) are not counted. Counting them disconnects the most common client: MQTT.js 5.16
+ * ignores the server's Receive Maximum and sends every QoS 1 publish at once, and the node's PUBACK
+ * follows the publish [MQTT-4.3.2-4], so 150 `publishAsync` calls in a row to a topic with a
+ * subscriber got 0x93, and MQTT.js, resending its in-flight messages on reconnect, would be cut
+ * again at once. Such bursts are paced by TCP instead: aedes reads a connection's next bytes only
+ * once the publishes of the previous read are done. Per counted PUBLISH this costs a WeakMap lookup
+ * and a counter on the way in and out.
+ *
+ * Packets the client sent with the CONNECT (aedes queues them until the session is restored) count
+ * too; the DISCONNECT can only follow the CONNACK, so a client over the limit then gets it once
+ * aedes marks it connected, if it is still over. 3.1/3.1.1 have no Receive Maximum: their
+ * connections are not tapped.
  */
 
 interface Unacknowledged {
@@ -38,22 +48,27 @@ const REASON_CODE_ERROR_THRESHOLD = 0x80
 export function installReceiveMaximum({ receiveMaximum, onExceeded }: ReceiveMaximumOptions): () => void {
   const states = new WeakMap<Client, Unacknowledged>()
 
-  const removeConnack = tapOutbound({ cmds: ['connack'], mqtt5Only: true }, (_client, packet, send) => {
+  const unacknowledged = (state: Unacknowledged): number => state.qos1 + (state.qos2?.size ?? 0)
+
+  const removeConnack = tapOutbound({ cmds: ['connack'], mqtt5Only: true }, (client, packet, send) => {
     if (packet.cmd !== 'connack' || (packet.reasonCode ?? 0) >= REASON_CODE_ERROR_THRESHOLD) return send(packet)
+    if (states.has(client)) {
+      // PUBLISH packets came with the CONNECT: checked once the client is connected.
+      client.once('connected', () => {
+        const state = states.get(client)
+        if (state !== undefined && unacknowledged(state) > receiveMaximum && !client.closed) onExceeded(client, unacknowledged(state))
+      })
+    }
     return send({ ...packet, properties: { ...packet.properties, receiveMaximum } })
   })
 
   const removeInbound = tapInbound({ cmds: ['publish'], mqtt5Only: true }, (client, packet) => {
-    if (packet.cmd !== 'publish' || packet.qos === 0 || client.closed) return
-    // A QoS 1 PUBLISH the broker handles itself (mqtt/fast-publish.ts) is acknowledged as soon as it
-    // is published, as aedes acknowledged it as soon as it was read: neither counts here.
-    if (handledFast(packet)) return
+    if (packet.cmd !== 'publish' || packet.qos === 0 || client.closed || handledFast(packet)) return
     let state = states.get(client)
     if (state === undefined) states.set(client, state = { qos1: 0, qos2: undefined })
     if (packet.qos === 1) state.qos1++
     else (state.qos2 ??= new Set()).add(packet.messageId!)
-    const unacknowledged = state.qos1 + (state.qos2?.size ?? 0)
-    if (unacknowledged > receiveMaximum && (client as Client & { connackSent?: boolean }).connackSent === true) onExceeded(client, unacknowledged)
+    if (unacknowledged(state) > receiveMaximum && (client as Client & { connackSent?: boolean }).connackSent === true) onExceeded(client, unacknowledged(state))
   })
 
   const removeAcks = tapOutbound({ cmds: ['puback', 'pubrec', 'pubcomp'], mqtt5Only: true }, (client, packet, send) => {

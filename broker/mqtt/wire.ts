@@ -358,12 +358,15 @@ function runOutbound(taps: readonly OutboundTap[], position: number, client: Cli
 }
 
 /** The parser's 'packet' listener: one function for every connection (`this` is the parser). */
-function onParsedPacket(this: { client?: Client }, packet: Packet): void {
+function onParsedPacket(this: { client?: Client; settings: { protocolVersion?: number } }, packet: Packet): void {
   const client = this.client
   if (client === undefined) return
   const entry = inboundByCmd.get(packet.cmd)
   if (entry === undefined) return
-  const taps = client.version === 5 ? entry.mqtt5 : entry.any
+  // Packets that came with the CONNECT are parsed before aedes sets `version`; the parser took the
+  // CONNECT's as its settings.
+  const mqtt5 = client.version === 5 || (client.version === null && this.settings.protocolVersion === 5)
+  const taps = mqtt5 ? entry.mqtt5 : entry.any
   for (let i = 0; i < taps.length; i++) taps[i](client, packet)
 }
 

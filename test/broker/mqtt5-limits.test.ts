@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import mqtt from 'mqtt'
 import type { Packet } from 'mqtt-packet'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
-import { rawClient, type RawClient } from '../helpers/raw-client.js'
+import { encode, rawClient, type RawClient } from '../helpers/raw-client.js'
 import { METRICS_ADMIN, metricValue, scrapeMetrics } from '../helpers/metrics.js'
 import { runProgram as run } from '../helpers/program.js'
 
@@ -107,11 +107,17 @@ test('the quota comes back with each PUBCOMP: a client that completes its QoS 2 
   assert.equal(client.received.filter((p) => p.cmd === 'disconnect').length, 0)
 })
 
-test('a burst of QoS 1 (each acknowledged as it is handled) and of QoS 0 is never refused; 3.1.1 clients have no Receive Maximum', async () => {
-  const v5 = await connected(5)
+test('a burst of QoS 1 in the 3.1.1 form (handled on the fast path, paced by TCP) and of QoS 0 is never refused; 3.1.1 clients have no Receive Maximum', async () => {
   const topic = `rm/${id('qos01')}`
-  for (let i = 1; i <= 50; i++) v5.send(publish(topic, 1, i))
-  for (let i = 0; i < 50; i++) v5.send(publish(topic, 0))
+  // A subscriber, so that each publish takes a while: its PUBACK waits for the delivery.
+  const sub = await connected(5)
+  sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] } as Packet)
+  await sub.waitFor('suback')
+
+  const v5 = await connected(5)
+  // One read each: every PUBLISH is read before the first PUBACK can be written.
+  v5.sendRaw(Buffer.concat(Array.from({ length: 50 }, (_, i) => encode(publish(topic, 1, i + 1), 5))))
+  v5.sendRaw(Buffer.concat(Array.from({ length: 50 }, () => encode(publish(topic, 0), 5))))
   await v5.waitFor('puback', (p) => p.messageId === 50)
   await assertAlive(v5)
 
@@ -119,6 +125,24 @@ test('a burst of QoS 1 (each acknowledged as it is handled) and of QoS 0 is neve
   for (let i = 1; i <= RECEIVE_MAXIMUM * 3; i++) v4.send(publish(topic, 2, i))
   await v4.waitFor('pubrec', (p) => p.messageId === RECEIVE_MAXIMUM * 3)
   await assertAlive(v4)
+})
+
+test('PUBLISH packets sent with the CONNECT count: more than the Receive Maximum get DISCONNECT 0x93 right after the CONNACK', async () => {
+  const topic = `rm/${id('early')}`
+  const client = await rawClient(port, 5)
+  open.push(client)
+  const connect = encode({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: id('early'), clean: true, keepalive: 60 } as Packet, 5)
+  client.sendRaw(Buffer.concat([connect, ...Array.from({ length: RECEIVE_MAXIMUM + 1 }, (_, i) => encode(publish(topic, 2, i + 1), 5))]))
+  assert.equal((await client.waitFor('connack')).reasonCode, 0)
+  assert.equal((await client.waitFor('disconnect')).reasonCode, 0x93)
+  await client.closed()
+  // Up to the Receive Maximum with the CONNECT is fine.
+  const within = await rawClient(port, 5)
+  open.push(within)
+  within.sendRaw(Buffer.concat([encode({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: id('early-ok'), clean: true, keepalive: 60 } as Packet, 5),
+    ...Array.from({ length: RECEIVE_MAXIMUM }, (_, i) => encode(publish(topic, 2, i + 1), 5))]))
+  await within.waitFor('pubrec', (p) => p.messageId === RECEIVE_MAXIMUM)
+  await assertAlive(within)
 })
 
 test('mosquitto_pub honours the advertised Receive Maximum: 20 QoS 2 messages in a row all arrive', async () => {

@@ -152,7 +152,10 @@ test('subscription identifiers come back on matching messages, live and retained
   const mosq = await run('mosquitto_sub', ['-V', 'mqttv5', '-p', String(port), '-h', '127.0.0.1', '-t', `${topic}/#`, '-C', '1', '-F', '%j',
     '-D', 'subscribe', 'subscription-identifier', '3'])
   assert.equal(mosq.code, 0, mosq.stderr)
-  assert.equal(JSON.parse(mosq.stdout).payload, 'hello')
+  // mosquitto_sub's %j prints the message's properties as libmosquitto decoded them.
+  const seen = JSON.parse(mosq.stdout) as { payload: string; properties?: Record<string, unknown> }
+  assert.equal(seen.payload, 'hello')
+  assert.equal(seen.properties?.['subscription-identifier'], 3, mosq.stdout)
   await pub.publishAsync(`${topic}/x`, '', { qos: 1, retain: true })
   await Promise.all([sub.endAsync(), pub.endAsync()])
 })

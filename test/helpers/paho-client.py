@@ -28,12 +28,8 @@ def emit(event, **fields):
 
 
 def props_json(properties):
-    if properties is None:
-        return {}
-    data = properties.json()
-    if "CorrelationData" in data and isinstance(data["CorrelationData"], (bytes, bytearray)):
-        data["CorrelationData"] = data["CorrelationData"].decode("utf-8", "replace")
-    return data
+    # Paho's own rendering: binary properties (Correlation Data) as hex.
+    return {} if properties is None else properties.json()
 
 
 def code(rc):
