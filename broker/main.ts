@@ -32,6 +32,11 @@ export interface RunningNode extends FleetmqNode {
 export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode, onListen?: () => void): Promise<RunningNode> {
   // auth before acl: the ACL reads the identity authentication established.
   const auth = authFeature(config, log)
+  // Before any listener opens: a node that joins a cluster admits its own users from the first client.
+  await auth.start().catch(async (err: unknown) => {
+    await auth.close?.()
+    throw err
+  })
   const localToken = config.mgmt.enabled ? writeLocalToken(config, log) : undefined
   // Every non-health route takes an admin user or this start's management token, from any address.
   const authorizeMgmt = async (req: import('node:http').IncomingMessage): Promise<boolean> =>
@@ -39,6 +44,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
   const cluster = createCluster(config, log, {
     authorizeOperator: authorizeMgmt,
+    usersMerge: () => auth.mergeReport(),
     restart: async (next) => {
       const running = target ?? self
       await running.close()
@@ -72,6 +78,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     aedesOptions: cluster.aedesOptions,
     beforeListen: (aedes) => {
       metrics.observe(aedes)
+      auth.attach(aedes)
       limits.observe(aedes)
       sys.attach(aedes)
       cluster.attachBroker(aedes)

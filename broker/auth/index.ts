@@ -1,4 +1,4 @@
-import type { Client } from 'aedes'
+import type { Aedes, Client } from 'aedes'
 import type { IncomingMessage } from 'node:http'
 import type { Config, ListenerConfig } from '../config/schema.js'
 import { connectionInfo } from '../connection-info.js'
@@ -6,9 +6,13 @@ import type { Feature } from '../hooks.js'
 import { listenerName } from '../listeners/index.js'
 import type { Logger } from '../log.js'
 import type { Route } from '../mgmt/http.js'
-import { clientAddress, setClientIdentity } from './identity.js'
+import { localClients } from '../cluster/drain.js'
+import { createRedis, describeRedis, redisOptions } from '../cluster/redis.js'
+import { clientAddress, clientIdentity, setClientIdentity } from './identity.js'
 import { decoyHash } from './password.js'
-import { UserStore, usersFilePath, type StoredUser } from './users.js'
+import { clusterUserAdmin, clusterUserDirectory } from './cluster-users.js'
+import { fileUserDirectory, mergeUsersFile, type MergeReport, type UserChange, type UserDirectory } from './user-store.js'
+import { PasswordVerifier, sameRecord, usersFilePath, type StoredUser } from './users.js'
 
 export { clientIdentity, type ClientIdentity } from './identity.js'
 
@@ -36,6 +40,9 @@ export const authStats = {
 }
 
 /** aedes maps `returnCode` 4 to CONNACK 0x86 and 5 to 0x87 for 5.0 clients. */
+/** MQTT 5.0 DISCONNECT reason 0x98 Administrative action (§3.14.2.1): the user was removed or changed. */
+const ADMINISTRATIVE_ACTION = 0x98
+
 const BAD_CREDENTIALS = 4
 const NOT_AUTHORIZED = 5
 
@@ -44,7 +51,13 @@ function refusal(message: string, returnCode: number): Error & { returnCode: num
 }
 
 export interface AuthFeature extends Feature {
-  readonly store: UserStore
+  readonly users: UserDirectory
+  /** Reads the store (and, on a clustered node, merges this node's users.json into the cluster's) before the node admits anyone. */
+  start(): Promise<void>
+  /** Watches the broker's clients: a removed user's sessions (or one whose password or roles changed) are closed. */
+  attach(aedes: Aedes): void
+  /** What the merge of this node's users.json into the cluster's store found, when there was one. */
+  mergeReport(): MergeReport | undefined
   /** True when `req` carries HTTP Basic credentials of an admin user. Chain other checks in main.ts. */
   authorizeMgmt(req: IncomingMessage): Promise<boolean>
   /** `GET /api/v1/whoami`: the admin user the request authenticated as. */
@@ -61,8 +74,26 @@ export function basicCredentials(req: IncomingMessage): { username: string; pass
   return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
 }
 
+/** The node's user directory: the cluster's Redis on a clustered node, else its users.json. */
+function openDirectory(config: Config, log: Logger): { users: UserDirectory; warnings: readonly string[]; merge?: () => Promise<MergeReport | undefined> } {
+  const file = usersFilePath(config)
+  const settings = config.cluster.redis
+  if (!settings) {
+    const users = fileUserDirectory({ file, log, watch: true })
+    return { users, warnings: users.warnings }
+  }
+  const options = redisOptions(settings)
+  const redis = createRedis(options, 'fleetmq-users')
+  const subscriber = createRedis(options, 'fleetmq-users-sub')
+  const where = `cluster "${config.cluster.name}" (Redis at ${describeRedis(settings)})`
+  const users = clusterUserDirectory({ redis, subscriber, cluster: config.cluster.name, where, log })
+  return { users, warnings: [], merge: () => mergeUsersFile(clusterUserAdmin(redis, config.cluster.name, where), file) }
+}
+
 export function authFeature(config: Config, log: Logger): AuthFeature {
-  const { store, warnings } = UserStore.load(usersFilePath(config))
+  const { users, warnings, merge } = openDirectory(config, log)
+  const verifier = new PasswordVerifier(users)
+  let merged: MergeReport | undefined
   // Made now so that the first unknown username is not slower than the next ones.
   void decoyHash()
   for (const warning of warnings) log.warn(warning)
@@ -72,11 +103,8 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
   if (config.allowAnonymous) {
     log.warn('allowAnonymous is on: clients without credentials can connect. Use this for development only.')
   }
-  log.info({ usersFile: store.file, users: store.size }, `user store ${store.file}: ${store.size} user${store.size === 1 ? '' : 's'}`)
-  if (!config.allowAnonymous && store.size === 0 && cnListeners.size === 0) {
-    log.warn({ code: 'FLEETMQ_ERR_ANONYMOUS_DISABLED', usersFile: store.file },
-      `no client can connect: the user store is empty and allowAnonymous is off; add a user with fleetmq user add NAME --data-dir ${config.dataDir}, then send SIGHUP`)
-  }
+  /** The record each password-authenticated client was admitted with. */
+  const admittedAs = new WeakMap<Client, StoredUser>()
 
   const refuse = (client: Client, username: string | undefined, reason: string, returnCode: number): never => {
     authStats.failures++
@@ -87,6 +115,7 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
   const accept = (client: Client, user: StoredUser | undefined, username: string | undefined, method: 'password' | 'certificate' | 'anonymous'): true => {
     authStats.successes++
     setClientIdentity(client, { username, roles: user?.roles ?? [], method })
+    if (user && method === 'password') admittedAs.set(client, user)
     log.debug({ clientId: client.id, username, method }, 'authenticated')
     return true
   }
@@ -94,26 +123,71 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
   const adminFromRequest = async (req: IncomingMessage): Promise<StoredUser | undefined> => {
     const credentials = basicCredentials(req)
     if (!credentials) return undefined
-    const { user } = await store.verify(credentials.username, credentials.password)
+    const { user } = await verifier.verify(credentials.username, credentials.password)
     return user?.roles.includes('admin') ? user : undefined
+  }
+
+  /** Closes the sessions whose user is gone or no longer the record they were admitted with. */
+  const recheck = async (aedes: Aedes, change: UserChange): Promise<void> => {
+    const names = change === 'all' ? undefined : new Set(change)
+    const affected = localClients(aedes).filter((client) => {
+      const username = clientIdentity(client)?.username
+      return admittedAs.has(client) && username !== undefined && (names === undefined || names.has(username))
+    })
+    for (const client of affected) {
+      const admitted = admittedAs.get(client) as StoredUser
+      const current = await users.get(admitted.username)
+      if (client.closed || (current && sameRecord(admitted, current))) continue
+      const reason = current ? 'its password or roles changed' : 'it was removed'
+      log.info({ clientId: client.id, username: admitted.username, reason }, `closing client ${client.id}: user ${admitted.username} ${reason === 'it was removed' ? 'was removed' : 'changed (password or roles)'}`)
+      // [MQTT-3.14.2-1] a 5.0 client is told why before the connection closes; 3.1.1 has no server DISCONNECT.
+      if (client.version === 5) client.disconnect({ reasonCode: ADMINISTRATIVE_ACTION }, () => undefined)
+      else client.close()
+    }
   }
 
   return {
     name: 'auth',
-    store,
+    users,
+    async start() {
+      if (merge) {
+        merged = await merge()
+        if (merged) {
+          const { added, unchanged, conflicts } = merged
+          log.info({ usersFile: merged.file, movedTo: merged.movedTo, added, unchanged, conflicts: conflicts.length },
+            `merged ${merged.file} into the cluster's user store: ${added} added, ${unchanged} already there; the file is now ${merged.movedTo}`)
+          for (const name of conflicts) {
+            log.warn({ username: name, usersFile: merged.movedTo, code: 'FLEETMQ_ERR_USER_EXISTS' },
+              `user "${name}" of ${merged.file} has another password hash in the cluster; the cluster's is kept (set the one wanted with fleetmq user passwd ${name})`)
+          }
+        }
+      }
+      const count = await users.count()
+      log.info({ users: count, where: users.where }, `user store ${users.where}: ${count} user${count === 1 ? '' : 's'}`)
+      if (!config.allowAnonymous && count === 0 && cnListeners.size === 0) {
+        log.warn({ code: 'FLEETMQ_ERR_ANONYMOUS_DISABLED', where: users.where },
+          `no client can connect: the user store is empty and allowAnonymous is off; add a user with fleetmq user add NAME --data-dir ${config.dataDir} (it applies at once)`)
+      }
+    },
+    attach(aedes) {
+      users.onChange((change) => {
+        recheck(aedes, change).catch((err: Error) => log.error({ err }, `could not re-check the sessions of changed users: ${err.message}`))
+      })
+    },
+    mergeReport: () => merged,
     async authenticate(client, username, password) {
       const info = connectionInfo(client)
       const commonName = info?.tlsCommonName
       if (commonName !== undefined && info !== undefined && cnListeners.has(info.listener)) {
-        return accept(client, store.get(commonName), commonName, 'certificate')
+        return accept(client, await users.get(commonName), commonName, 'certificate')
       }
       if (username === undefined) {
         if (config.allowAnonymous) return accept(client, undefined, undefined, 'anonymous')
         return refuse(client, undefined, 'no username and allowAnonymous is off', NOT_AUTHORIZED)
       }
       if (password === undefined) return refuse(client, username, 'no password', BAD_CREDENTIALS)
-      const { user, cached } = await store.verify(username, password)
-      if (!user) return refuse(client, username, store.get(username) ? 'wrong password' : 'unknown user', BAD_CREDENTIALS)
+      const { user, cached, known } = await verifier.verify(username, password)
+      if (!user) return refuse(client, username, known ? 'wrong password' : 'unknown user', BAD_CREDENTIALS)
       if (cached) authStats.cacheHits++
       return accept(client, user, username, 'password')
     },
@@ -139,13 +213,17 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
       },
     ],
     reload() {
+      if (!users.reload) return
       try {
-        const { count, warnings: reloadWarnings } = store.reload()
+        const { count, warnings: reloadWarnings } = users.reload()
         for (const warning of reloadWarnings) log.warn(warning)
-        log.info({ usersFile: store.file, users: count }, `reloaded the user store: ${count} user${count === 1 ? '' : 's'}; connected clients stay connected`)
+        log.info({ usersFile: users.where, users: count }, `reloaded the user store: ${count} user${count === 1 ? '' : 's'}; sessions of removed or changed users are closed`)
       } catch (err) {
-        log.error({ err, usersFile: store.file }, `could not reload the user store, keeping the ${store.size} users loaded before: ${(err as Error).message}`)
+        log.error({ err, usersFile: users.where }, `could not reload the user store, keeping the users read before: ${(err as Error).message}`)
       }
+    },
+    async close() {
+      await users.close()
     },
   }
 }

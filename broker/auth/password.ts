@@ -34,7 +34,7 @@ function derive(password: Buffer | string, salt: Buffer, params: { N: number; r:
   })
 }
 
-export async function hashPassword(password: string, params = SCRYPT_PARAMS): Promise<string> {
+export async function hashPassword(password: string, params: { N: number; r: number; p: number } = SCRYPT_PARAMS): Promise<string> {
   const salt = randomBytes(SALT_BYTES)
   const key = await derive(password, salt, params, KEY_BYTES)
   return ['scrypt', params.N, params.r, params.p, salt.toString('base64'), key.toString('base64')].join('$')

@@ -30,6 +30,23 @@ const fileSchema = z.strictObject({
 
 export type StoredUser = z.output<typeof userSchema>
 
+/** One record as a users.json entry or a value of the cluster's users hash, or what is wrong with it. */
+export function parseUserRecord(value: unknown): StoredUser | string {
+  let data = value
+  if (typeof value === 'string') {
+    try {
+      data = JSON.parse(value)
+    } catch {
+      return 'not JSON'
+    }
+  }
+  const result = userSchema.safeParse(data)
+  if (!result.success) return result.error.issues.map((i) => `${i.path.join('.') || 'record'}: ${i.message}`).join('; ')
+  const hash = parseHash(result.data.hash)
+  if (typeof hash === 'string') return `the password hash is invalid (${hash})`
+  return result.data
+}
+
 export function usersFilePath(config: Pick<Config, 'dataDir' | 'usersFile'>): string {
   return config.usersFile ?? join(config.dataDir, 'users.json')
 }
@@ -168,14 +185,21 @@ const VERIFIED_TTL_MS = 10 * 60_000
 /** Upper bound of remembered pairs (about 150 bytes each). */
 const VERIFIED_MAX = 100_000
 
+/** Where the users come from: the file in memory (standalone) or the cluster's Redis. */
+export interface UserSource {
+  get(username: string): Promise<StoredUser | undefined> | StoredUser | undefined
+}
+
 export interface VerifyResult {
   readonly user?: StoredUser
   /** True when the answer came from the verified-credentials cache. */
   readonly cached: boolean
+  /** True when the user exists (the password may be wrong), for logs. */
+  readonly known: boolean
 }
 
 /**
- * The users in memory, and password verification.
+ * Password verification against a user source.
  *
  * Verification cache: a device fleet reconnecting after a network blip would otherwise cost one
  * scrypt (tens of milliseconds, 32 MiB) per connection. Only successes are remembered, for
@@ -184,66 +208,54 @@ export interface VerifyResult {
  * and the map holds no password nor anything that can be brute-forced offline without the key.
  * Concurrent checks of the same pair share one scrypt.
  */
-export class UserStore {
-  readonly file: string
-  #users = new Map<string, StoredUser>()
+export class PasswordVerifier {
+  readonly #source: UserSource
   readonly #cacheKey = randomBytes(32)
   readonly #verified = new Map<string, number>()
   readonly #pending = new Map<string, Promise<boolean>>()
 
-  constructor(file: string, users: readonly StoredUser[] = []) {
-    this.file = file
-    this.#replace(users)
-  }
-
-  /** Reads the store from `file`; see `readUsersFile` for the errors. */
-  static load(file: string): { store: UserStore; warnings: string[] } {
-    const { users, warnings } = readUsersFile(file)
-    return { store: new UserStore(file, users), warnings }
-  }
-
-  /** Re-reads the file; on error the users in memory stay as they were. */
-  reload(): { count: number; warnings: string[] } {
-    const { users, warnings } = readUsersFile(this.file)
-    this.#replace(users)
-    return { count: users.length, warnings }
-  }
-
-  get size(): number {
-    return this.#users.size
-  }
-
-  get(username: string): StoredUser | undefined {
-    return this.#users.get(username)
+  constructor(source: UserSource) {
+    this.#source = source
   }
 
   /** The user when `password` is theirs. */
   async verify(username: string, password: Buffer | string): Promise<VerifyResult> {
-    const user = this.#users.get(username)
+    const user = await this.#source.get(username)
     if (!user) {
       await verifyPassword(password, await decoyHash())
-      return { cached: false }
+      return { cached: false, known: false }
     }
     const key = createHmac('sha256', this.#cacheKey).update(username).update('\0').update(user.hash).update('\0').update(password).digest('base64')
     const expires = this.#verified.get(key)
-    if (expires !== undefined && expires > Date.now()) return { user, cached: true }
+    if (expires !== undefined && expires > Date.now()) return { user, cached: true, known: true }
     let pending = this.#pending.get(key)
     if (!pending) {
       pending = verifyPassword(password, user.hash).finally(() => this.#pending.delete(key))
       this.#pending.set(key, pending)
     }
     const ok = await pending
-    if (!ok) return { cached: false }
+    if (!ok) return { cached: false, known: true }
     this.#verified.delete(key)
     if (this.#verified.size >= VERIFIED_MAX) this.#verified.delete(this.#verified.keys().next().value as string)
     this.#verified.set(key, Date.now() + VERIFIED_TTL_MS)
-    // A reload during the scrypt may have removed or changed the user.
-    const current = this.#users.get(username)
-    return current?.hash === user.hash ? { user: current, cached: false } : { cached: false }
+    // A change during the scrypt may have removed the user or changed the password.
+    const current = await this.#source.get(username)
+    return current?.hash === user.hash ? { user: current, cached: false, known: true } : { cached: false, known: current !== undefined }
   }
+}
 
-  #replace(users: readonly StoredUser[]): void {
-    this.#users = new Map(users.map((u) => [u.username, u]))
-    this.#verified.clear()
+/** Usernames whose record differs between `before` and `after` (added, removed or changed). */
+export function changedUsernames(before: ReadonlyMap<string, StoredUser>, after: ReadonlyMap<string, StoredUser>): string[] {
+  const changed: string[] = []
+  for (const [name, user] of before) {
+    const next = after.get(name)
+    if (!next || !sameRecord(user, next)) changed.push(name)
   }
+  for (const name of after.keys()) if (!before.has(name)) changed.push(name)
+  return changed
+}
+
+/** Same password hash and roles: what a connected client's admission depends on. */
+export function sameRecord(a: StoredUser, b: StoredUser): boolean {
+  return a.hash === b.hash && a.roles.length === b.roles.length && a.roles.every((r) => b.roles.includes(r))
 }

@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.js'
 import { FleetmqError } from '../errors.js'
 import type { Feature } from '../hooks.js'
 import type { Logger } from '../log.js'
+import type { MergeReport } from '../auth/user-store.js'
 import type { Route, RouteResult } from '../mgmt/http.js'
 import type { FleetmqNode } from '../server.js'
 import type { Metrics } from '../mgmt/metrics.js'
@@ -30,6 +31,8 @@ const { version } = createRequire(import.meta.url)('../../../package.json') as {
 export interface ClusterOptions {
   /** An admin user or the node's management token: the management API's own check. */
   readonly authorizeOperator?: (req: IncomingMessage) => Promise<boolean> | boolean
+  /** What merging this node's users.json into the cluster's store found (shown by status and join). */
+  readonly usersMerge?: () => MergeReport | undefined
   /** Replaces the running node by one built from `next` (after `cluster join`). */
   readonly restart: (next: Config) => Promise<void>
   /** Stops the process gracefully (after `cluster leave`). */
@@ -121,6 +124,11 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     return { ...rec, health: leaving ? 'left' : 'up', self: true, lastSeenAgo: 0, uptime: Math.round((now - startedAt) / 1000) }
   }
 
+  const usersMerge = (): { usersMerge?: MergeReport } => {
+    const report = options.usersMerge?.()
+    return report ? { usersMerge: report } : {}
+  }
+
   const handlers = {
     descriptor: (): RouteResult => {
       if (!settings.redis) return { status: 409, body: { error: 'this node is standalone (no cluster.redis): join a node that is in a cluster' } }
@@ -140,7 +148,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
       }
       return {
         status: 200,
-        body: { cluster: settings.redis ? settings.name : null, node: nodeId, backend: backend.status(), nodes, ...(error ? { error } : {}) },
+        body: { cluster: settings.redis ? settings.name : null, node: nodeId, backend: backend.status(), nodes, ...(error ? { error } : {}), ...usersMerge() },
       }
     },
     async join(body: unknown): Promise<RouteResult> {

@@ -47,7 +47,6 @@ function nodeConfig(plan: StackPlan, index: number, stateDir: string): Record<st
   const node = plan.nodes[index]
   return {
     dataDir: join(stateDir, 'nodes', node.name),
-    usersFile: join(stateDir, 'users.json'),
     listeners: [
       { name: 'mqtt', type: 'mqtt', host: '127.0.0.1', port: node.mqtt, proxyProtocol: 'required' },
       { name: 'ws', type: 'ws', host: '127.0.0.1', port: node.ws, proxyProtocol: 'required' },
@@ -106,15 +105,17 @@ async function startStack(options: StackOptions): Promise<void> {
   try {
     await startRedis(group, options.stateDir, { redisPorts: plan.redis, sentinelPorts: plan.sentinels, password: secrets.redisPassword }, progress)
 
-    const userAdd = spawnSync(process.execPath, [FLEETMQ, 'user', 'add', secrets.adminUser, '--admin', '--password-file', secrets.adminPasswordFile,
-      '--users-file', join(options.stateDir, 'users.json')], { encoding: 'utf8' })
-    if (userAdd.status !== 0 && !/exists/.test(userAdd.stderr)) throw new Error(`could not create the admin user: ${userAdd.stderr.trim()}`)
-
     for (const [i, node] of plan.nodes.entries()) {
       const configFile = join(options.stateDir, 'nodes', `${node.name}.yaml`)
       mkdirSync(join(options.stateDir, 'nodes', node.name), { recursive: true })
       const config = nodeConfig(plan, i, options.stateDir)
       writeFileSync(configFile, toYaml(i === 0 ? { ...config, cluster: clusterConfig(plan, secrets) } : config))
+      if (i === 0) {
+        // The users are the cluster's, in its Redis: the admin is added there once, through the first node's config.
+        const userAdd = spawnSync(process.execPath, [FLEETMQ, 'user', 'add', secrets.adminUser, '--admin', '--password-file', secrets.adminPasswordFile,
+          '--config', configFile], { encoding: 'utf8' })
+        if (userAdd.status !== 0 && !/exists/.test(userAdd.stderr)) throw new Error(`could not create the admin user: ${userAdd.stderr.trim()}`)
+      }
       const managed = group.start(node.name, process.execPath, [FLEETMQ, 'start', '--config', configFile])
       await waitForPort(node.mgmt, 20_000, managed.child)
       if (i > 0) {

@@ -21,7 +21,7 @@ test('user add writes users.json with mode 0600 and a salted scrypt hash, never 
   const dir = tempDir()
   const added = await runCli(['user', 'add', 'alice', '--admin', '--password-stdin', '--data-dir', dir], {}, 'correct horse battery\n')
   assert.equal(added.code, 0, added.stderr)
-  assert.match(added.stdout, /added admin user alice to .*users\.json; running nodes apply it on SIGHUP/)
+  assert.match(added.stdout, /added admin user alice to .*users\.json; running nodes apply it within seconds/)
   assert.equal((await runCli(['user', 'add', 'bob', '--password-stdin', '--data-dir', dir], {}, 'correct horse battery\n')).code, 0)
 
   const file = join(dir, 'users.json')

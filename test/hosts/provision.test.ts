@@ -61,7 +61,8 @@ async function serviceStates(): Promise<string> {
 }
 
 async function configFiles(): Promise<string> {
-  return sudo('sha256sum /etc/fleetmq/fleetmq.env /etc/fleetmq/fleetmq.yaml /etc/fleetmq/secrets/* /etc/systemd/system/fleetmq.service /etc/sysctl.d/60-fleetmq.conf /var/lib/fleetmq/users.json; readlink /opt/fleetmq/current; ls /opt/fleetmq')
+  // The admin user is the cluster's, in Redis.
+  return sudo(`sha256sum /etc/fleetmq/fleetmq.env /etc/fleetmq/fleetmq.yaml /etc/fleetmq/secrets/* /etc/systemd/system/fleetmq.service /etc/sysctl.d/60-fleetmq.conf; REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli HGET fleetmq:solo:users admin | sha256sum; readlink /opt/fleetmq/current; ls /opt/fleetmq`)
 }
 
 const mqttOptions = { username: 'admin', password: SECRETS['admin-password'] }

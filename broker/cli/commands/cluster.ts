@@ -1,6 +1,7 @@
 import { Command } from 'commander'
 import { readClusterSecret } from '../../cluster/secret.js'
 import type { NodeStatus } from '../../cluster/membership.js'
+import type { MergeReport } from '../../auth/user-store.js'
 import { FleetmqError } from '../../errors.js'
 import { printData } from '../output.js'
 import { loadConfig } from '../../config/load.js'
@@ -124,6 +125,14 @@ export function renderStatus(body: { cluster: string | null; nodes: NodeStatus[]
   return [title, ...(body.error ? [`warning: ${body.error}`] : []), line(header), ...rows.map(line)].join('\n')
 }
 
+/** What became of the node's users.json: merged into the cluster's store, conflicts named. */
+export function renderMerge(merge: MergeReport): string[] {
+  return [
+    `users of ${merge.file}: ${merge.added} added to the cluster, ${merge.unchanged} already there, ${merge.conflicts.length} in conflict; the file is now ${merge.movedTo}`,
+    ...merge.conflicts.map((name) => `  conflict: user "${name}" has another password in the cluster; the cluster's is kept (fleetmq user passwd ${name} sets it)`),
+  ]
+}
+
 const joinCommand = withLocalNode(new Command('join'))
   .description('bring the local node into the cluster the seed belongs to (harmless to repeat)')
   .argument('<seed>', 'management API of a cluster member, HOST[:PORT] (default port 18083)')
@@ -144,8 +153,11 @@ const joinCommand = withLocalNode(new Command('join'))
     }
     const status = await waitForMember(options.node, cluster, secret, Number(options.timeout) * 1000)
     const nodes = status.nodes as NodeStatus[]
-    printData(options, { joined: true, changed: true, cluster, node: status.node, nodes: nodes.length }, () =>
-      `joined cluster "${cluster}" as ${String(status.node)} (${nodes.filter((n) => n.health === 'up').length} nodes up)`)
+    const merge = status.usersMerge as MergeReport | undefined
+    printData(options, { joined: true, changed: true, cluster, node: status.node, nodes: nodes.length, ...(merge ? { usersMerge: merge } : {}) }, () => [
+      `joined cluster "${cluster}" as ${String(status.node)} (${nodes.filter((n) => n.health === 'up').length} nodes up)`,
+      ...(merge ? renderMerge(merge) : []),
+    ].join('\n'))
   })
 
 const leaveCommand = withLocalNode(new Command('leave'))

@@ -1,26 +1,22 @@
 import { Command } from 'commander'
 import { readFileSync } from 'node:fs'
-import type { ConfigTree } from '../../config/env.js'
-import { loadConfig } from '../../config/load.js'
 import { FleetmqError } from '../../errors.js'
 import { hashPassword, parseHash } from '../../auth/password.js'
-import { readUsersFile, updateUsersFile, usernameProblem, usersFilePath, type Role, type StoredUser } from '../../auth/users.js'
+import { APPLIES_HINT, withStore, withStoreOptions, type StoreOptions } from '../user-store.js'
+import { usernameProblem, type Role, type StoredUser } from '../../auth/users.js'
+import { importCommand } from './user-import.js'
 import { printData } from '../output.js'
 
 /*
- * `fleetmq user add|remove|list|passwd`: edits the user store a node reads at start and on SIGHUP.
+ * `fleetmq user add|remove|list|passwd|import`: edits the user store; running nodes apply a change
+ * by themselves within seconds (a clustered node's store is the cluster's, in its Redis, and every
+ * node hears of the change; a standalone node watches its users.json), and the clients of a removed
+ * user, or of one whose password changed, are disconnected.
  * A password is never an argument (it would end up in shell history and `ps`): it comes from a
  * prompt without echo on a terminal, from `--password-file`, or from standard input. Or the
  * user is given an existing hash (`--password-hash`, as another `fleetmq user add` stored it): how
  * images and automation set a password without ever holding it in clear.
  */
-
-interface StoreOptions {
-  config?: string
-  dataDir?: string
-  usersFile?: string
-  json?: boolean
-}
 
 interface PasswordOptions extends StoreOptions {
   passwordFile?: string
@@ -29,15 +25,6 @@ interface PasswordOptions extends StoreOptions {
 }
 
 export const MIN_PASSWORD_LENGTH = 8
-
-/** The store a command edits: --users-file, else the config's (file, FLEETMQ_* and --data-dir) as `start` resolves it. */
-export function resolveUsersFile(options: StoreOptions, env: NodeJS.ProcessEnv = process.env): string {
-  if (options.usersFile) return options.usersFile
-  const flags: ConfigTree = {}
-  if (options.dataDir) flags.dataDir = options.dataDir
-  const config = loadConfig({ file: options.config ?? env.FLEETMQ_CONFIG, env, flags })
-  return usersFilePath(config)
-}
 
 /** Why `password` cannot be used, or undefined. */
 export function passwordProblem(password: string): string | undefined {
@@ -139,18 +126,8 @@ function checkUsername(name: string): void {
   if (problem) throw new FleetmqError('FLAG_INVALID', problem)
 }
 
-const unknownUser = (name: string, file: string): FleetmqError =>
-  new FleetmqError('USER_UNKNOWN', `no user "${name}" in ${file}; fleetmq user list shows the users`)
-
-const RELOAD_HINT = 'running nodes apply it on SIGHUP (systemctl reload fleetmq)'
-
-function withStoreOptions(command: Command): Command {
-  return command
-    .option('-c, --config <file>', 'YAML or JSON config file whose dataDir/usersFile locate the store (FLEETMQ_CONFIG)')
-    .option('--data-dir <dir>', 'data folder holding users.json (default /var/lib/fleetmq)')
-    .option('--users-file <file>', 'the user store itself (overrides --config and --data-dir)')
-    .option('--json', 'print the result as JSON')
-}
+const unknownUser = (name: string, where: string): FleetmqError =>
+  new FleetmqError('USER_UNKNOWN', `no user "${name}" in ${where}; fleetmq user list shows the users`)
 
 function withPasswordOptions(command: Command): Command {
   return command
@@ -163,68 +140,54 @@ const addCommand = withPasswordOptions(withStoreOptions(new Command('add')))
   .description('add a user; the password is prompted for on a terminal, else read from standard input')
   .argument('<name>', 'username')
   .option('--admin', 'may use the management API and subscribe to $SYS/#')
-  .action(async (name: string, options: PasswordOptions & { admin?: boolean }) => {
+  .action(async (name: string, options: PasswordOptions & { admin?: boolean }) => withStore(options, async (store) => {
     checkUsername(name)
-    const file = resolveUsersFile(options)
-    // Fail before asking for a password when the store is unreadable or the user exists.
-    if (readUsersFile(file).users.some((u) => u.username === name)) {
-      throw new FleetmqError('USER_EXISTS', `user "${name}" already exists in ${file}; change the password with fleetmq user passwd ${name}`)
+    // Fail before asking for a password when the store is unreachable or the user exists.
+    if (await store.get(name)) {
+      throw new FleetmqError('USER_EXISTS', `user "${name}" already exists in ${store.where}; change the password with fleetmq user passwd ${name}`)
     }
     const hash = await newHash(options, name)
     const roles: Role[] = options.admin ? ['admin'] : []
     const user: StoredUser = { username: name, hash, roles, created: new Date().toISOString() }
-    await updateUsersFile(file, (users) => {
-      if (users.some((u) => u.username === name)) {
-        throw new FleetmqError('USER_EXISTS', `user "${name}" already exists in ${file}; change the password with fleetmq user passwd ${name}`)
-      }
-      return [...users, user]
-    })
-    printData(options, { file, username: name, roles, created: user.created },
-      () => `added ${options.admin ? 'admin ' : ''}user ${name} to ${file}; ${RELOAD_HINT}`)
-  })
+    await store.add(user)
+    printData(options, { file: store.where, username: name, roles, created: user.created },
+      () => `added ${options.admin ? 'admin ' : ''}user ${name} to ${store.where}; ${APPLIES_HINT}`)
+  }))
 
 const removeCommand = withStoreOptions(new Command('remove'))
-  .description('remove a user (connected clients of the user stay connected until they reconnect)')
+  .description('remove a user; its connected clients are disconnected on every node')
   .argument('<name>', 'username')
-  .action(async (name: string, options: StoreOptions) => {
-    const file = resolveUsersFile(options)
-    await updateUsersFile(file, (users) => {
-      if (!users.some((u) => u.username === name)) throw unknownUser(name, file)
-      return users.filter((u) => u.username !== name)
-    })
-    printData(options, { file, removed: name }, () => `removed user ${name} from ${file}; ${RELOAD_HINT}`)
-  })
+  .action(async (name: string, options: StoreOptions) => withStore(options, async (store) => {
+    await store.remove(name)
+    printData(options, { file: store.where, removed: name }, () => `removed user ${name} from ${store.where}; ${APPLIES_HINT} and disconnect its clients`)
+  }))
 
 const listCommand = withStoreOptions(new Command('list'))
   .description('list the users and their roles (never the password hashes)')
-  .action((options: StoreOptions) => {
-    const file = resolveUsersFile(options)
-    const users = readUsersFile(file).users.map(({ username, roles, created }) => ({ username, roles, created }))
-    printData(options, { file, users }, () => {
-      if (users.length === 0) return `no users in ${file}; add one with fleetmq user add NAME`
+  .action(async (options: StoreOptions) => withStore(options, async (store) => {
+    const users = (await store.list()).map(({ username, roles, created }) => ({ username, roles, created }))
+    printData(options, { file: store.where, users }, () => {
+      if (users.length === 0) return `no users in ${store.where}; add one with fleetmq user add NAME`
       const width = Math.max(8, ...users.map((u) => u.username.length))
       const rows = users.map((u) => `${u.username.padEnd(width)}  ${(u.roles.join(',') || '-').padEnd(5)}  ${u.created}`)
       return [`${'USERNAME'.padEnd(width)}  ROLES  CREATED`, ...rows].join('\n')
     })
-  })
+  }))
 
 const passwdCommand = withPasswordOptions(withStoreOptions(new Command('passwd')))
-  .description("change a user's password")
+  .description("change a user's password; its connected clients are disconnected and must log in again")
   .argument('<name>', 'username')
-  .action(async (name: string, options: PasswordOptions) => {
-    const file = resolveUsersFile(options)
-    if (!readUsersFile(file).users.some((u) => u.username === name)) throw unknownUser(name, file)
+  .action(async (name: string, options: PasswordOptions) => withStore(options, async (store) => {
+    if (!(await store.get(name))) throw unknownUser(name, store.where)
     const hash = await newHash(options, name)
-    await updateUsersFile(file, (users) => {
-      if (!users.some((u) => u.username === name)) throw unknownUser(name, file)
-      return users.map((u) => (u.username === name ? { ...u, hash } : u))
-    })
-    printData(options, { file, username: name, changed: 'password' }, () => `changed the password of ${name} in ${file}; ${RELOAD_HINT}`)
-  })
+    await store.update(name, { hash })
+    printData(options, { file: store.where, username: name, changed: 'password' }, () => `changed the password of ${name} in ${store.where}; ${APPLIES_HINT}`)
+  }))
 
 export const userCommand = new Command('user')
-  .description('manage the user store (users.json): add, remove, list, passwd')
+  .description('manage the users: a clustered node\'s are the cluster\'s (in its Redis), a standalone node\'s are in users.json')
   .addCommand(addCommand)
   .addCommand(removeCommand)
   .addCommand(listCommand)
   .addCommand(passwdCommand)
+  .addCommand(importCommand)

@@ -180,13 +180,14 @@ configure_redis() {
   record_stamp redis-sentinel "$inputs $sentinel_conf"
 }
 
-# The admin user from the admin-password secret, set again only when that secret changes.
-# Returns 0 when the user store changed (the running broker reloads it on SIGHUP).
+# The admin user from the admin-password secret, set again only when that secret changes. On a
+# node configured into a cluster the user store is the cluster's, in Redis (hence after Redis);
+# a running broker applies the change by itself.
 configure_admin_user() {
   local secret="$SECRETS_TARGET/admin-password" content
-  [ -s "$secret" ] || { log "no admin-password secret: no admin user"; return 1; }
+  [ -s "$secret" ] || { log "no admin-password secret: no admin user"; return 0; }
   content="admin $(sha256sum <"$secret")"
-  stamp_changed admin-user "$content" || return 1
+  stamp_changed admin-user "$content" || return 0
   if fleetmq_cli user list --json --config "$ETC_DIR/fleetmq.yaml" | grep -q '"username": "admin"'; then
     fleetmq_cli user passwd admin --password-file "$secret" --config "$ETC_DIR/fleetmq.yaml" >/dev/null
     log "changed the password of the admin user"
@@ -195,7 +196,6 @@ configure_admin_user() {
     log "added the admin user"
   fi
   record_stamp admin-user "$content"
-  return 0
 }
 
 phase_configure() {
@@ -212,20 +212,13 @@ phase_configure() {
   fi
   step "secrets"
   if install_secrets; then restart=1; fi
-  step "users"
-  local reload=0
-  if configure_admin_user; then reload=1; fi
   step "Redis (${FLEETMQ_PROVISION__REDIS_ROLE})"
   configure_redis
+  step "users"
+  configure_admin_user
   step "fleetmq.service"
   install_unit
-  local was_active=0
-  if systemctl is-active --quiet fleetmq.service; then was_active=1; fi
   ensure_service fleetmq.service "$restart"
-  if [ "$reload" -eq 1 ] && [ "$restart" -eq 0 ] && [ "$was_active" -eq 1 ]; then
-    log "reloading fleetmq.service (users changed)"
-    systemctl reload fleetmq.service
-  fi
   wait_broker_ready 90
   log "node ${FLEETMQ_PROVISION__NODE_NAME} is ready"
 }
