@@ -33,7 +33,8 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   // auth before acl: the ACL reads the identity authentication established.
   const auth = authFeature(config, log)
   // Before any listener opens: a node that joins a cluster admits its own users from the first client.
-  await auth.start().catch(async (err: unknown) => {
+  const acl = aclFeature(config, log, auth.aclSource)
+  await Promise.resolve().then(() => auth.start()).then(() => acl.start()).catch(async (err: unknown) => {
     await auth.close?.()
     throw err
   })
@@ -68,7 +69,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })
   // MQTT 5.0 gaps and shared subscriptions after the ACL: a subscription it refuses joins no group.
-  const features = [cluster.guard, limits, auth, aclFeature(config, log), mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
+  const features = [cluster.guard, limits, auth, acl, mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
   const node = await startNode({
     config,
     log,

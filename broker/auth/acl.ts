@@ -1,5 +1,5 @@
 import type { Client } from 'aedes'
-import type { Config } from '../config/schema.js'
+import type { AclSettings, Config } from '../config/schema.js'
 import { FleetmqError } from '../errors.js'
 import type { Feature } from '../hooks.js'
 import type { Logger } from '../log.js'
@@ -27,14 +27,33 @@ const MAX_CACHED_TOPICS = 256
 /** Denials since start, for metrics. */
 export const aclStats = { publishDenied: 0, subscribeDenied: 0 }
 
-export function aclFeature(config: Config, log: Logger): Feature {
-  let rules: CompiledRule[]
+/** Where a clustered node's ACL lives: the cluster's Redis (cluster-users.ts). */
+export interface AclSource {
+  readAcl(): Promise<AclSettings | undefined>
+  seedAcl(acl: AclSettings): Promise<boolean>
+  onAclChange(listener: () => void): void
+}
+
+function compile(acl: AclSettings, where: string): CompiledRule[] {
   try {
-    rules = compileRules(config.acl.rules)
+    return compileRules(acl.rules)
   } catch (err) {
-    throw new FleetmqError('CONFIG_INVALID', `the ACL is invalid: ${(err as Error).message}`)
+    throw new FleetmqError('CONFIG_INVALID', `the ACL (${where}) is invalid: ${(err as Error).message}`)
   }
-  const fallback = config.acl.default
+}
+
+export interface AclFeature extends Feature {
+  /** A clustered node: takes the cluster's ACL (storing this node's when the cluster has none) and follows its changes. */
+  start(): Promise<void>
+}
+
+/**
+ * @param source on a clustered node, the cluster's ACL: it replaces the config's `acl` section, on
+ *   every node at once; the first node of a cluster that has none stores its own.
+ */
+export function aclFeature(config: Config, log: Logger, source?: AclSource): AclFeature {
+  let rules = compile(config.acl, 'acl in the config')
+  let fallback = config.acl.default
 
   const subjectOf = (client: Client): AclSubject => {
     const identity = clientIdentity(client)
@@ -67,8 +86,21 @@ export function aclFeature(config: Config, log: Logger): Feature {
   // Every PUBLISH is checked, so the common cases cost no rule walk: with no rule about publishing
   // the verdict depends on the topic alone; otherwise each client's verdicts are kept per topic
   // (its identity and address do not change while it is connected, nor do the rules).
-  const publishRules = rules.filter((rule) => rule.publish)
-  const verdicts = new WeakMap<Client, Map<string, string | null>>()
+  let publishRules = rules.filter((rule) => rule.publish)
+  let verdicts = new WeakMap<Client, Map<string, string | null>>()
+  /** New rules apply to every publish from now on and to new subscriptions; granted ones stay. */
+  const apply = (acl: AclSettings): void => {
+    rules = compile(acl, 'the cluster\'s')
+    fallback = acl.default
+    publishRules = rules.filter((rule) => rule.publish)
+    verdicts = new WeakMap()
+  }
+  const follow = async (): Promise<void> => {
+    const acl = await source?.readAcl()
+    if (!acl) return
+    apply(acl)
+    log.info({ rules: acl.rules.length, default: acl.default }, `ACL: applied the cluster's (${acl.rules.length} rule${acl.rules.length === 1 ? '' : 's'}, default ${acl.default})`)
+  }
   const publishVerdict = (client: Client, topic: string): string | null => {
     if (publishRules.length === 0) {
       // decide(): with no rule, `$SYS` is for admins' subscriptions only, the rest is acl.default.
@@ -89,6 +121,20 @@ export function aclFeature(config: Config, log: Logger): Feature {
 
   return {
     name: 'acl',
+    async start() {
+      if (!source) return
+      if (await source.seedAcl({ default: config.acl.default, rules: [...config.acl.rules] })) {
+        log.info(`ACL: the cluster had none; this node's (acl in the config) is now the cluster's`)
+      }
+      const acl = await source.readAcl()
+      if (acl && JSON.stringify(acl) !== JSON.stringify({ default: config.acl.default, rules: config.acl.rules })) {
+        log.warn(`ACL: the cluster's applies, not the one in this node's config; change it with fleetmq acl set FILE (fleetmq acl show prints it)`)
+      }
+      if (acl) apply(acl)
+      source.onAclChange(() => {
+        follow().catch((err: Error) => log.error({ err }, `ACL: could not apply the cluster's, keeping the rules before: ${err.message}`))
+      })
+    },
     authorizePublish(client, packet) {
       // Messages the broker publishes itself ($SYS, …) have no client and no ACL.
       if (!client) return null

@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis'
 import type { Logger } from '../log.js'
 import { FleetmqError } from '../errors.js'
+import { describeIssues } from '../config/load.js'
+import { aclSettingsSchema, type AclSettings } from '../config/schema.js'
 import type { ImportReport, UserAdmin, UserChange, UserDirectory } from './user-store.js'
 import { parseUserRecord, type StoredUser } from './users.js'
 
@@ -9,8 +11,9 @@ import { parseUserRecord, type StoredUser } from './users.js'
  *
  *   fleetmq:<cluster>:users          HASH  username → the user record as users.json holds it
  *                                          ({"username","hash","roles","created"}: scrypt hashes, never a password)
+ *   fleetmq:<cluster>:acl            STRING the ACL ({"default","rules"}, the config's `acl` section)
  *   fleetmq:<cluster>:auth:version   STRING a counter raised by every change
- *   fleetmq:<cluster>:auth:changed   pub/sub channel: {"version":N,"users":[names]|null,"recheck":bool}
+ *   fleetmq:<cluster>:auth:changed   pub/sub channel: {"version":N,"users":[names],"recheck":bool,"acl":bool}
  *
  * Every change runs as one Lua script (the write, the counter and the message are one atomic
  * step). A node caches the records it has used and drops them when the message names them; it
@@ -20,6 +23,7 @@ import { parseUserRecord, type StoredUser } from './users.js'
  */
 
 export const usersKey = (cluster: string): string => `fleetmq:${cluster}:users`
+export const aclKey = (cluster: string): string => `fleetmq:${cluster}:acl`
 export const versionKey = (cluster: string): string => `fleetmq:${cluster}:auth:version`
 export const changedChannel = (cluster: string): string => `fleetmq:${cluster}:auth:changed`
 
@@ -32,14 +36,15 @@ const IMPORT_CHUNK = 2_000
 
 const NOTIFY = `
 local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], cjson.encode({version = v, users = USERS, recheck = RECHECK}))
+redis.call('PUBLISH', ARGV[1], cjson.encode({version = v, users = USERS, recheck = RECHECK, acl = ACL}))
 return v`
 
 /** KEYS: users, version; ARGV: channel, username, record. -1: the user exists. */
 const ADD_SCRIPT = `
 if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return -1 end
 local USERS = {ARGV[2]}
-local RECHECK = false` + NOTIFY
+local RECHECK = false
+local ACL = false` + NOTIFY
 
 /** ARGV: channel, username, new record, the record it replaces. -1: no such user; -2: changed meanwhile. */
 const UPDATE_SCRIPT = `
@@ -48,24 +53,54 @@ if not current then return -1 end
 if current ~= ARGV[4] then return -2 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 local USERS = {ARGV[2]}
-local RECHECK = true` + NOTIFY
+local RECHECK = true
+local ACL = false` + NOTIFY
 
 /** ARGV: channel, username. -1: no such user. */
 const REMOVE_SCRIPT = `
 if redis.call('HDEL', KEYS[1], ARGV[2]) == 0 then return -1 end
 local USERS = {ARGV[2]}
-local RECHECK = true` + NOTIFY
+local RECHECK = true
+local ACL = false` + NOTIFY
 
 /** ARGV: channel. After an import: new users only, nothing cached nor connected is affected. */
 const BUMP_SCRIPT = `
 local USERS = {}
-local RECHECK = false` + NOTIFY
+local RECHECK = false
+local ACL = false` + NOTIFY
+
+/** KEYS: acl, version; ARGV: channel, ACL, "NX" to store it only when the cluster has none. 0: it had one. */
+const ACL_SCRIPT = `
+if ARGV[3] == 'NX' then
+  if redis.call('SET', KEYS[1], ARGV[2], 'NX') == false then return 0 end
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+local USERS = {}
+local RECHECK = false
+local ACL = true` + NOTIFY
+
+/** The cluster's ACL, or undefined when none is stored. */
+export async function readClusterAcl(redis: Redis, cluster: string): Promise<AclSettings | undefined> {
+  const text = await redis.get(aclKey(cluster))
+  if (text === null) return undefined
+  const parsed = aclSettingsSchema.safeParse(JSON.parse(text))
+  if (!parsed.success) throw new FleetmqError('CONFIG_INVALID', `the cluster's ACL in Redis is invalid; store a valid one with fleetmq acl set FILE`, describeIssues(parsed.error.issues))
+  return parsed.data
+}
+
+/** Stores the cluster's ACL (every node applies it); with `onlyIfNone`, only when it has none. Returns whether it was stored. */
+export async function storeClusterAcl(redis: Redis, cluster: string, acl: AclSettings, onlyIfNone = false): Promise<boolean> {
+  const result = await redis.eval(ACL_SCRIPT, 2, aclKey(cluster), versionKey(cluster), changedChannel(cluster), JSON.stringify(acl), onlyIfNone ? 'NX' : '')
+  return Number(result) !== 0
+}
 
 interface ChangeMessage {
   readonly version: number
   /** Lua's cjson encodes an empty table as an object. */
   readonly users: readonly string[] | Record<string, never>
   readonly recheck: boolean
+  readonly acl?: boolean
 }
 
 function parseRecord(name: string, text: string | null | undefined, log?: Logger): StoredUser | undefined {
@@ -156,10 +191,20 @@ export interface ClusterDirectoryOptions {
  * Redis is unreachable the cached records still admit their devices (the node serves local
  * clients through an outage), and users never seen on this node are refused.
  */
-export function clusterUserDirectory(options: ClusterDirectoryOptions): UserDirectory {
+export interface ClusterUserDirectory extends UserDirectory {
+  /** The cluster's ACL, or undefined when it has none. */
+  readAcl(): Promise<AclSettings | undefined>
+  /** Stores `acl` as the cluster's when it has none; returns whether it did. */
+  seedAcl(acl: AclSettings): Promise<boolean>
+  /** Called when the cluster's ACL changed (or a change may have been missed). */
+  onAclChange(listener: () => void): void
+}
+
+export function clusterUserDirectory(options: ClusterDirectoryOptions): ClusterUserDirectory {
   const { redis, subscriber, cluster, log } = options
   const cache = new Map<string, StoredUser>()
   const listeners: ((change: UserChange) => void)[] = []
+  const aclListeners: (() => void)[] = []
   const channel = changedChannel(cluster)
   /** Raised by every invalidation: a lookup that started before one does not fill the cache. */
   let generation = 0
@@ -175,8 +220,9 @@ export function clusterUserDirectory(options: ClusterDirectoryOptions): UserDire
   const dropAll = (reason: string): void => {
     generation++
     cache.clear()
-    log.info({ cluster }, `user store: ${reason}; cached users dropped, sessions re-checked`)
+    log.info({ cluster }, `user store: ${reason}; cached users dropped, sessions and the ACL re-checked`)
     emit('all')
+    for (const listener of aclListeners) listener()
   }
 
   subscriber.on('message', (from: string, text: string) => {
@@ -189,6 +235,7 @@ export function clusterUserDirectory(options: ClusterDirectoryOptions): UserDire
     }
     const users = Array.isArray(message.users) ? message.users : []
     seen = Math.max(seen, message.version)
+    if (message.acl) for (const listener of aclListeners) listener()
     if (users.length === 0) return
     generation++
     for (const name of users) cache.delete(name)
@@ -246,6 +293,11 @@ export function clusterUserDirectory(options: ClusterDirectoryOptions): UserDire
     },
     onChange(listener) {
       listeners.push(listener)
+    },
+    readAcl: () => readClusterAcl(redis, cluster),
+    seedAcl: (acl) => storeClusterAcl(redis, cluster, acl, true),
+    onAclChange(listener) {
+      aclListeners.push(listener)
     },
     async close() {
       if (closed) return

@@ -7,6 +7,7 @@ import { listenerName } from '../listeners/index.js'
 import type { Logger } from '../log.js'
 import type { Route } from '../mgmt/http.js'
 import { localClients } from '../cluster/drain.js'
+import type { AclSource } from './acl.js'
 import { createRedis, describeRedis, redisOptions } from '../cluster/redis.js'
 import { clientAddress, clientIdentity, setClientIdentity } from './identity.js'
 import { decoyHash } from './password.js'
@@ -56,6 +57,8 @@ export interface AuthFeature extends Feature {
   start(): Promise<void>
   /** Watches the broker's clients: a removed user's sessions (or one whose password or roles changed) are closed. */
   attach(aedes: Aedes): void
+  /** A clustered node's ACL: the cluster's, in the same Redis. */
+  readonly aclSource: AclSource | undefined
   /** What the merge of this node's users.json into the cluster's store found, when there was one. */
   mergeReport(): MergeReport | undefined
   /** True when `req` carries HTTP Basic credentials of an admin user. Chain other checks in main.ts. */
@@ -75,7 +78,7 @@ export function basicCredentials(req: IncomingMessage): { username: string; pass
 }
 
 /** The node's user directory: the cluster's Redis on a clustered node, else its users.json. */
-function openDirectory(config: Config, log: Logger): { users: UserDirectory; warnings: readonly string[]; merge?: () => Promise<MergeReport | undefined> } {
+function openDirectory(config: Config, log: Logger): { users: UserDirectory; warnings: readonly string[]; merge?: () => Promise<MergeReport | undefined>; acl?: AclSource } {
   const file = usersFilePath(config)
   const settings = config.cluster.redis
   if (!settings) {
@@ -87,11 +90,11 @@ function openDirectory(config: Config, log: Logger): { users: UserDirectory; war
   const subscriber = createRedis(options, 'fleetmq-users-sub')
   const where = `cluster "${config.cluster.name}" (Redis at ${describeRedis(settings)})`
   const users = clusterUserDirectory({ redis, subscriber, cluster: config.cluster.name, where, log })
-  return { users, warnings: [], merge: () => mergeUsersFile(clusterUserAdmin(redis, config.cluster.name, where), file) }
+  return { users, warnings: [], merge: () => mergeUsersFile(clusterUserAdmin(redis, config.cluster.name, where), file), acl: users }
 }
 
 export function authFeature(config: Config, log: Logger): AuthFeature {
-  const { users, warnings, merge } = openDirectory(config, log)
+  const { users, warnings, merge, acl } = openDirectory(config, log)
   const verifier = new PasswordVerifier(users)
   let merged: MergeReport | undefined
   // Made now so that the first unknown username is not slower than the next ones.
@@ -175,6 +178,7 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
       })
     },
     mergeReport: () => merged,
+    aclSource: acl,
     async authenticate(client, username, password) {
       const info = connectionInfo(client)
       const commonName = info?.tlsCommonName

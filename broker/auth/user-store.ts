@@ -163,30 +163,16 @@ export function fileUserAdmin(file: string): UserAdmin {
   }
 }
 
-/** A client of the cluster's Redis for a command: it gives up within seconds instead of waiting for ever. */
-async function cliRedis(config: Config) {
-  const { createRedis, describeRedis, redisOptions } = await import('../cluster/redis.js')
-  const settings = config.cluster.redis as NonNullable<Config['cluster']['redis']>
-  const redis = createRedis({ ...redisOptions(settings), maxRetriesPerRequest: 1, retryStrategy: (times) => (times > 3 ? null : 250), lazyConnect: true }, 'fleetmq-user-cli')
-  redis.on('error', () => undefined)
-  const where = describeRedis(settings)
-  try {
-    await redis.connect()
-    await redis.ping()
-  } catch (err) {
-    redis.disconnect()
-    throw new FleetmqError('USER_STORE', `cannot reach the cluster's Redis at ${where} (${(err as Error).message}); this node is in cluster "${config.cluster.name}", whose users live there: start Redis or run the command on a node that reaches it`)
-  }
-  return { redis, where }
-}
-
 /**
  * The store of the node `config` describes: a clustered node's is the cluster's, else the node's
  * users.json.
  */
 export async function openUserAdmin(config: Config): Promise<UserAdmin> {
   if (!config.cluster.redis) return fileUserAdmin(usersFilePath(config))
-  const { redis, where } = await cliRedis(config)
+  const { connectForCommand, describeRedis } = await import('../cluster/redis.js')
+  const settings = config.cluster.redis
+  const redis = await connectForCommand(settings, 'fleetmq-user-cli', config.cluster.name)
+  const where = describeRedis(settings)
   const { clusterUserAdmin } = await import('./cluster-users.js')
   return clusterUserAdmin(redis, config.cluster.name, `cluster "${config.cluster.name}" (Redis at ${where})`)
 }

@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { startCommand } from './commands/start.js'
 import { configCommand } from './commands/config.js'
 import { userCommand } from './commands/user.js'
+import { aclCommand } from './commands/acl.js'
 import { clusterCommand } from './commands/cluster.js'
 import { reportError } from './output.js'
 import { FLEETMQ_VERSION } from '../version.js'
@@ -15,6 +16,7 @@ export function buildProgram(): Command {
     .addCommand(startCommand)
     .addCommand(configCommand)
     .addCommand(userCommand)
+    .addCommand(aclCommand)
     .addCommand(clusterCommand)
 }
 

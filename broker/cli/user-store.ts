@@ -1,5 +1,7 @@
 import type { Command } from 'commander'
-import type { ConfigTree } from '../config/env.js'
+import { readFileSync } from 'node:fs'
+import { readEnvFile, type ConfigTree } from '../config/env.js'
+import { FleetmqError } from '../errors.js'
 import { loadConfig, mergeTrees } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { readStoredCluster } from '../cluster/descriptor.js'
@@ -16,7 +18,16 @@ export interface StoreOptions {
   dataDir?: string
   usersFile?: string
   redis?: string
+  envFile?: string
   json?: boolean
+}
+
+function readNodeEnv(file: string): Record<string, string> {
+  try {
+    return readEnvFile(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new FleetmqError('FLAG_INVALID', `cannot read --env-file ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); give the node's environment file (run as root on a provisioned host)`)
+  }
 }
 
 /** The node's config as `start` resolves it: the file, FLEETMQ_*, what `cluster join` stored in the dataDir, then the flags. */
@@ -24,6 +35,7 @@ export function resolveConfig(options: StoreOptions, env: NodeJS.ProcessEnv = pr
   const flags: ConfigTree = {}
   if (options.dataDir) flags.dataDir = options.dataDir
   if (options.redis) flags.cluster = { redis: { url: options.redis } }
+  if (options.envFile) env = { ...env, ...readNodeEnv(options.envFile) }
   const file = options.config ?? env.FLEETMQ_CONFIG
   const config = loadConfig({ file, env, flags })
   const stored = readStoredCluster(config.dataDir)
@@ -53,6 +65,7 @@ export function withStoreOptions(command: Command): Command {
   return command
     .option('-c, --config <file>', 'YAML or JSON config file whose dataDir/usersFile/cluster locate the store (FLEETMQ_CONFIG)')
     .option('--data-dir <dir>', 'the node\'s data folder: its users.json, or the cluster it joined (default /var/lib/fleetmq)')
+    .option('--env-file <file>', 'the node\'s FLEETMQ_* environment file (provisioned hosts: /etc/fleetmq/fleetmq.env)')
     .option('--redis <url>', 'the cluster\'s Redis (redis:// or rediss://), for a node started with --redis')
     .option('--users-file <file>', 'a users.json to edit, whatever the node is (overrides the others)')
     .option('--json', 'print the result as JSON')

@@ -77,3 +77,20 @@ export function describeRedis(settings: RedisSettings): string {
   }
   return `sentinel ${settings.name} via ${(settings.sentinels ?? []).join(',')}`
 }
+
+/**
+ * A client for a one-shot command (`fleetmq user …`, `fleetmq acl …`), connected: it gives up
+ * within about a second instead of retrying for ever, with an error naming Redis and the fix.
+ */
+export async function connectForCommand(settings: RedisSettings, connectionName: string, cluster: string): Promise<Redis> {
+  const redis = createRedis({ ...redisOptions(settings), maxRetriesPerRequest: 1, retryStrategy: (times) => (times > 3 ? null : 250), lazyConnect: true }, connectionName)
+  redis.on('error', () => undefined)
+  try {
+    await redis.connect()
+    await redis.ping()
+    return redis
+  } catch (err) {
+    redis.disconnect()
+    throw new FleetmqError('CLUSTER', `cannot reach the Redis of cluster "${cluster}" at ${describeRedis(settings)} (${(err as Error).message}); the cluster's users and ACL live there: start Redis, or run the command on a node that reaches it`)
+  }
+}

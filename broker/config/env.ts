@@ -66,3 +66,13 @@ export function renderEnvFile(settings: ConfigTree, header = 'Rendered by FleetM
   walk(settings, [])
   return `${lines.join('\n')}\n`
 }
+
+/** The variables of an env file as `renderEnvFile` writes it (`KEY='value'` or `KEY=value` lines, `#` comments). */
+export function readEnvFile(text: string): Record<string, string> {
+  const vars: Record<string, string> = {}
+  for (const line of text.split('\n')) {
+    const match = /^\s*([A-Za-z_][A-Za-z0-9_]*)=(?:'([^']*)'|"([^"]*)"|(.*?))\s*$/.exec(line)
+    if (match && !line.trimStart().startsWith('#')) vars[match[1]] = match[2] ?? match[3] ?? match[4] ?? ''
+  }
+  return vars
+}

@@ -108,6 +108,13 @@ export const aclRuleSchema = z.strictObject({
   topics: z.array(topicFilter).min(1),
 })
 
+/** The `acl` section; on a clustered node the same object is the cluster's ACL, in its Redis. */
+export const aclSettingsSchema = z.strictObject({
+  /** What happens when no rule matches an authenticated client. */
+  default: z.enum(['allow', 'deny']).default('allow'),
+  rules: z.array(aclRuleSchema).default([]),
+})
+
 const limitsSchema = z.strictObject({
   maxConnections: count.default(DEFAULTS.limits.maxConnections),
   maxPacketSize: z.number().int().min(64).max(268_435_455).default(DEFAULTS.limits.maxPacketSize),
@@ -213,13 +220,7 @@ export const configSchema = z
       })
       .prefault({}),
     limits: limitsSchema.prefault({}),
-    acl: z
-      .strictObject({
-        /** What happens when no rule matches an authenticated client. */
-        default: z.enum(['allow', 'deny']).default('allow'),
-        rules: z.array(aclRuleSchema).default([]),
-      })
-      .prefault({}),
+    acl: aclSettingsSchema.prefault({}),
     sharedSubscriptions: z
       .strictObject({
         strategy: z.enum(['round_robin', 'random', 'sticky', 'hash_clientid']).default('round_robin'),
@@ -282,4 +283,5 @@ export type Config = z.output<typeof configSchema>
 export type ListenerConfig = z.output<typeof listenerSchema>
 export type TlsConfig = z.output<typeof tlsSchema>
 export type AclRule = z.output<typeof aclRuleSchema>
+export type AclSettings = z.output<typeof aclSettingsSchema>
 export type ClusterConfig = z.output<typeof clusterSchema>

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import type { MqttClient } from 'mqtt'
 import { runCli, startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { runProgram } from '../helpers/program.js'
-import { freePort, startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
+import { freePort, redisCli, startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
 import { hashPassword } from '../../broker/auth/password.js'
 import { connect, nextEvent, secretFile, stopAll, waitUntil } from './nodes.js'
 
@@ -51,6 +51,16 @@ after(async () => {
 const login = (node: RunningFleetmq, username: string, password: string, protocolVersion: 4 | 5 = 5): Promise<MqttClient> =>
   connect(node, { protocolVersion, username, password, connectTimeout: 5_000 })
 
+/** The SUBACK code of a one-filter subscription (MQTT.js rejects a 5.0 refusal with its reason string). */
+async function subackCode(client: MqttClient, topic: string): Promise<number> {
+  try {
+    return Number((await client.subscribeAsync(topic, { qos: 1 }))[0].qos)
+  } catch (err) {
+    if (/Not authorized/.test((err as Error).message)) return 0x87
+    throw err
+  }
+}
+
 /** The CONNACK code of a refused login, or 0 when it was accepted. */
 async function loginCode(node: RunningFleetmq, username: string, password: string): Promise<number> {
   try {
@@ -90,7 +100,10 @@ test('a user added through one node connects through the others within 2 s (mosq
   assert.equal(await loginCode(a, 'dave', 'dave-password-1'), 0)
   assert.ok(Date.now() - addedAt < 2_000, `took ${Date.now() - addedAt} ms`)
 
-  const list = await runCli(['user', 'list', '--json', '--redis', redis.url, '--data-dir', a.dir])
+  // The node's environment file (as systemd passes it to a provisioned node) locates the cluster too.
+  const envFile = join(a.dir, 'fleetmq.env')
+  writeFileSync(envFile, `# Rendered by FleetMQ from its config schema\nFLEETMQ_CLUSTER__REDIS__URL='${redis.url}'\n`)
+  const list = await runCli(['user', 'list', '--json', '--env-file', envFile, '--data-dir', a.dir])
   assert.deepEqual((JSON.parse(list.stdout) as { users: { username: string }[] }).users.map((u) => u.username).sort(), ['alice', 'carol', 'dave'])
 })
 
@@ -146,4 +159,41 @@ test('import: 100,000 pre-hashed users in under a minute, then they connect thro
   // A second import of the same file changes nothing.
   const again = JSON.parse((await runCli(['user', 'import', file, '--data-dir', c.dir, '--json'])).stdout) as { added: number; unchanged: number }
   assert.deepEqual([again.added, again.unchanged], [0, 100_000])
+})
+
+test('a change whose message was lost still applies within 2 s (the change counter is polled)', async () => {
+  await runCli(['user', 'add', 'frank', '--password-stdin', '--redis', redis.url], {}, 'frank-password-1\n')
+  const session = await login(b, 'frank', 'frank-password-1')
+  const closed = nextEvent(session, 'close')
+  // What a change does, minus its pub/sub message (as if the node's subscriber was reconnecting).
+  await redisCli(redis.port, 'HDEL', 'fleetmq:fleetmq:users', 'frank')
+  await redisCli(redis.port, 'INCR', 'fleetmq:fleetmq:auth:version')
+  const changedAt = Date.now()
+  await closed
+  assert.ok(Date.now() - changedAt < 2_000, `closed after ${Date.now() - changedAt} ms`)
+  await b.waitForLog((l) => /the change counter moved to \d+ without a message/.test(l.msg))
+})
+
+test('the ACL is the cluster\'s: fleetmq acl set through one node applies on every node within 2 s', async () => {
+  const shown = JSON.parse((await runCli(['acl', 'show', '--json', '--data-dir', b.dir])).stdout) as { acl: { default: string; rules: unknown[] } }
+  // The first node stored its own (empty) ACL as the cluster's.
+  assert.deepEqual(shown.acl, { default: 'allow', rules: [] })
+  const file = join(a.dir, 'acl.yaml')
+  writeFileSync(file, 'default: allow\nrules:\n  - action: deny\n    topics: ["secret/#"]\n')
+  const dave = await login(c, 'dave', 'dave-password-1')
+  assert.equal(await subackCode(dave, 'secret/x'), 1)
+  const set = await runCli(['acl', 'set', file, '--data-dir', b.dir])
+  assert.equal(set.code, 0, set.stderr)
+  assert.match(set.stdout, /stored the ACL of cluster "fleetmq" \(1 rules, default allow\); every node applies it within seconds/)
+  const setAt = Date.now()
+  await waitUntil('the subscription refused on node c', async () => (await subackCode(dave, 'secret/y')) === 0x87, 2_000)
+  assert.ok(Date.now() - setAt < 2_000)
+  const onA = await login(a, 'dave', 'dave-password-1')
+  assert.equal(await subackCode(onA, 'secret/z'), 0x87)
+  await Promise.all([dave.endAsync(), onA.endAsync()])
+  const invalid = join(a.dir, 'bad-acl.yaml')
+  writeFileSync(invalid, 'rules:\n  - action: maybe\n    topics: ["x"]\n')
+  const refused = await runCli(['acl', 'set', invalid, '--data-dir', b.dir])
+  assert.equal(refused.code, 1)
+  assert.match(refused.stderr, /is not a valid ACL; fix the settings below \(nothing was changed\) \[FLEETMQ_ERR_CONFIG_INVALID\]\n {2}- rules\[0\]\.action: Invalid option/)
 })
