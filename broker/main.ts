@@ -32,12 +32,16 @@ export interface RunningNode extends FleetmqNode {
 export async function runNode(config: Config, log: Logger = createLogger(config.log), target?: RunningNode, onListen?: () => void): Promise<RunningNode> {
   // auth before acl: the ACL reads the identity authentication established.
   const auth = authFeature(config, log)
-  // Before any listener opens: a node that joins a cluster admits its own users from the first client.
   const acl = aclFeature(config, log, auth.aclSource)
-  await Promise.resolve().then(() => auth.start()).then(() => acl.start()).catch(async (err: unknown) => {
+  // Before any listener opens: a node that joins a cluster admits its own users from the first
+  // client, under the cluster's ACL.
+  try {
+    await auth.start()
+    await acl.start()
+  } catch (err) {
     await auth.close?.()
     throw err
-  })
+  }
   const localToken = config.mgmt.enabled ? writeLocalToken(config, log) : undefined
   // Every non-health route takes an admin user or this start's management token, from any address.
   const authorizeMgmt = async (req: import('node:http').IncomingMessage): Promise<boolean> =>
