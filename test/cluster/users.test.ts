@@ -73,11 +73,11 @@ async function loginCode(node: RunningFleetmq, username: string, password: strin
 }
 
 test('join merges the node\'s users.json into the cluster and reports a user the cluster has with another password', async () => {
-  const joined = await runCli(['cluster', 'join', `127.0.0.1:${a.mgmtPort}`, '--node', `127.0.0.1:${b.mgmtPort}`, '--cluster-secret-file', secret])
+  const joined = await runCli(['cluster', 'join', `127.0.0.1:${a.mgmtPort}`, '--node', `127.0.0.1:${b.mgmtPort}`, '--data-dir', b.dir, '--cluster-secret-file', secret])
   assert.equal(joined.code, 0, joined.stdout + joined.stderr)
   assert.match(joined.stdout, /users of .*users\.json: 1 added to the cluster, 0 already there, 1 in conflict; the file is now .*users\.json\.merged/)
   assert.match(joined.stdout, /conflict: user "alice" has another password in the cluster; the cluster's is kept/)
-  const joinedC = await runCli(['cluster', 'join', `127.0.0.1:${a.mgmtPort}`, '--node', `127.0.0.1:${c.mgmtPort}`, '--cluster-secret-file', secret, '--json'])
+  const joinedC = await runCli(['cluster', 'join', `127.0.0.1:${a.mgmtPort}`, '--node', `127.0.0.1:${c.mgmtPort}`, '--data-dir', c.dir, '--cluster-secret-file', secret, '--json'])
   assert.equal(joinedC.code, 0, joinedC.stdout + joinedC.stderr)
   assert.equal(existsSync(join(b.dir, 'users.json')), false)
 
