@@ -113,13 +113,22 @@ function addAddress(list: BlockList, entry: string, where: string): void {
   else list.addSubnet(ip, prefix, type)
 }
 
+/** A BlockList of addresses and CIDR blocks (`where` names the setting in the error). */
+export function addressList(entries: readonly string[], where: string): BlockList {
+  const list = new BlockList()
+  entries.forEach((entry, i) => addAddress(list, entry, `${where}[${i}]`))
+  return list
+}
+
+/** Whether `address` (IPv4, IPv6 or IPv4-mapped IPv6 as sockets report it) is in `list`. */
+export function addressIn(list: BlockList, address: string): boolean {
+  const normalized = normalizeAddress(address)
+  return normalized !== undefined && list.check(normalized.address, normalized.family)
+}
+
 export function compileRules(rules: readonly AclRule[]): CompiledRule[] {
   return rules.map((rule, index) => {
-    let addresses: BlockList | undefined
-    if (rule.addresses) {
-      addresses = new BlockList()
-      for (const entry of rule.addresses) addAddress(addresses, entry, `acl.rules[${index}].addresses`)
-    }
+    const addresses = rule.addresses && addressList(rule.addresses, `acl.rules[${index}].addresses`)
     return {
       index,
       action: rule.action,
@@ -144,10 +153,7 @@ export function normalizeAddress(address: string): { address: string; family: 'i
 function appliesTo(rule: CompiledRule, subject: AclSubject): boolean {
   if (rule.users && (subject.username === undefined || !rule.users.has(subject.username))) return false
   if (rule.clientIds && !rule.clientIds.has(subject.clientId)) return false
-  if (rule.addresses) {
-    const address = subject.address === undefined ? undefined : normalizeAddress(subject.address)
-    if (!address || !rule.addresses.check(address.address, address.family)) return false
-  }
+  if (rule.addresses && (subject.address === undefined || !addressIn(rule.addresses, subject.address))) return false
   return true
 }
 

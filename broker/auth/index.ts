@@ -10,7 +10,10 @@ import { localClients } from '../cluster/drain.js'
 import type { AclSource } from './acl.js'
 import { createRedis, describeRedis, redisOptions } from '../cluster/redis.js'
 import { clientAddress, clientIdentity, setClientIdentity } from './identity.js'
-import { decoyHash } from './password.js'
+import { decoyHash, HashQueueFull } from './password.js'
+import { LoginGuard } from './login-guard.js'
+import { addressIn, addressList } from './acl-rules.js'
+import { ConnectRefusal, REASON, RETURN_CODE } from '../limits/refuse.js'
 import { clusterUserAdmin, clusterUserDirectory } from './cluster-users.js'
 import { fileUserDirectory, mergeUsersFile, type MergeReport, type UserChange, type UserDirectory } from './user-store.js'
 import { PasswordVerifier, sameRecord, usersFilePath, type StoredUser } from './users.js'
@@ -38,6 +41,8 @@ export const authStats = {
   cacheHits: 0,
   /** Management API requests refused for missing or wrong credentials. */
   mgmtFailures: 0,
+  /** CONNECTs refused because their address was in its login backoff (no password checked). */
+  backoffRefusals: 0,
 }
 
 /** aedes maps `returnCode` 4 to CONNACK 0x86 and 5 to 0x87 for 5.0 clients. */
@@ -46,6 +51,8 @@ const ADMINISTRATIVE_ACTION = 0x98
 
 const BAD_CREDENTIALS = 4
 const NOT_AUTHORIZED = 5
+/** 3.1.1 return code 3, which aedes sends to 5.0 clients as 0x88 Server unavailable. */
+const SERVER_UNAVAILABLE = 3
 
 function refusal(message: string, returnCode: number): Error & { returnCode: number } {
   return Object.assign(new Error(message), { returnCode })
@@ -109,14 +116,24 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
   /** The record each password-authenticated client was admitted with. */
   const admittedAs = new WeakMap<Client, StoredUser>()
 
+  const guard = new LoginGuard(config.limits.loginFailuresBeforeBackoff, config.limits.maxLoginBackoff)
+  const exempt = addressList(config.limits.rateExemptAddresses, 'limits.rateExemptAddresses')
+  /** The source address the login backoff counts, undefined for exempt (local) sources. */
+  const guardedAddress = (client: Client): string | undefined => {
+    const address = clientAddress(client)
+    return address === undefined || addressIn(exempt, address) ? undefined : address
+  }
+
   const refuse = (client: Client, username: string | undefined, reason: string, returnCode: number): never => {
     authStats.failures++
+    if (returnCode === BAD_CREDENTIALS) guard.failed(guardedAddress(client))
     log.info({ clientId: client.id, username, remoteAddress: clientAddress(client), listener: connectionInfo(client)?.listener, reason },
       `authentication failed for client ${client.id}: ${reason}`)
     throw refusal(returnCode === BAD_CREDENTIALS ? 'Bad User Name or Password' : 'Not authorized', returnCode)
   }
   const accept = (client: Client, user: StoredUser | undefined, username: string | undefined, method: 'password' | 'certificate' | 'anonymous'): true => {
     authStats.successes++
+    if (method === 'password') guard.succeeded(guardedAddress(client))
     setClientIdentity(client, { username, roles: user?.roles ?? [], method })
     if (user && method === 'password') admittedAs.set(client, user)
     log.debug({ clientId: client.id, username, method }, 'authenticated')
@@ -190,10 +207,31 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
         return refuse(client, undefined, 'no username and allowAnonymous is off', NOT_AUTHORIZED)
       }
       if (password === undefined) return refuse(client, username, 'no password', BAD_CREDENTIALS)
-      const { user, cached, known } = await verifier.verify(username, password)
+      let verified: Awaited<ReturnType<PasswordVerifier['verify']>>
+      try {
+        verified = await verifier.verify(username, password)
+      } catch (err) {
+        if (!(err instanceof HashQueueFull)) throw err
+        return refuse(client, username, err.message, SERVER_UNAVAILABLE)
+      }
+      const { user, cached, known } = verified
       if (!user) return refuse(client, username, known ? 'wrong password' : 'unknown user', BAD_CREDENTIALS)
       if (cached) authStats.cacheHits++
       return accept(client, user, username, 'password')
+    },
+    /**
+     * An address in its login backoff is refused before any password is hashed: 0x9F Connection
+     * rate exceeded (5.0) or 3 Server unavailable (3.1.1), which tell it to come back later and
+     * nothing about the credentials.
+     */
+    preConnect(client) {
+      const address = guardedAddress(client)
+      const wait = guard.waitFor(address)
+      if (wait === 0) return
+      authStats.backoffRefusals++
+      const message = `too many failed logins from ${address}; retry in ${Math.ceil(wait / 1000)} s (limits.loginFailuresBeforeBackoff)`
+      log.info({ clientId: client.id, remoteAddress: address, waitMs: wait }, `refused ${client.id}: ${message}`)
+      throw new ConnectRefusal(REASON.CONNECTION_RATE_EXCEEDED, RETURN_CODE.SERVER_UNAVAILABLE, message)
     },
     async authorizeMgmt(req) {
       if (await adminFromRequest(req)) return true

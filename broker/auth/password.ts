@@ -26,12 +26,49 @@ export interface ParsedHash {
   readonly key: Buffer
 }
 
+/**
+ * Hashes running at once, at most: half of libuv's default pool of 4 threads, which file system
+ * work, DNS lookups and TLS key generation share. A flood of logins then waits its turn instead of
+ * holding every thread (and 32 MiB each) while the node's other work queues behind it.
+ */
+export const MAX_CONCURRENT_HASHES = 2
+/** Hashes waiting for a slot, at most; beyond it a login is refused as "server busy" at once. */
+export const MAX_WAITING_HASHES = 1_000
+
+/** A hash refused because MAX_WAITING_HASHES are already waiting. */
+export class HashQueueFull extends Error {
+  constructor() {
+    super(`${MAX_WAITING_HASHES} password checks are already waiting; the node is refusing logins until they are done`)
+    this.name = 'HashQueueFull'
+  }
+}
+
+let running = 0
+const waiting: Array<() => void> = []
+
+async function inHashSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (running >= MAX_CONCURRENT_HASHES) {
+    if (waiting.length >= MAX_WAITING_HASHES) throw new HashQueueFull()
+    await new Promise<void>((resolve) => waiting.push(resolve))
+  } else {
+    running++
+  }
+  try {
+    return await work()
+  } finally {
+    // The slot passes to the next waiter as is; only when none waits is it given back.
+    const next = waiting.shift()
+    if (next) next()
+    else running--
+  }
+}
+
 function derive(password: Buffer | string, salt: Buffer, params: { N: number; r: number; p: number }, length: number): Promise<Buffer> {
   // scrypt needs 128·N·r bytes; Node's default cap (32 MiB) is exactly that for our defaults.
   const options: ScryptOptions = { ...params, maxmem: 128 * params.N * params.r * params.p + 1024 * 1024 }
-  return new Promise((resolve, reject) => {
+  return inHashSlot(() => new Promise((resolve, reject) => {
     scrypt(password, salt, length, options, (err, key) => (err ? reject(err) : resolve(key)))
-  })
+  }))
 }
 
 export async function hashPassword(password: string, params: { N: number; r: number; p: number } = SCRYPT_PARAMS): Promise<string> {

@@ -75,6 +75,25 @@ export const DEFAULTS = Object.freeze({
     topicAliasMaximum: 64,
     /** Longest session expiry a 5.0 client may ask for, seconds (7 days). */
     maxSessionExpiry: 604_800,
+    /**
+     * New connections per second from one source address (the client's, through PROXY protocol),
+     * bursts of one second's worth; beyond: CONNACK 0x9F (0 = unlimited). Above what one device
+     * reconnecting needs, below what lets one source take the listener's whole connectRate.
+     */
+    connectRatePerAddress: 50,
+    /**
+     * Failed logins in a row from one address before it is made to wait (1 s, doubling while it
+     * goes on failing); 0 = never.
+     */
+    loginFailuresBeforeBackoff: 5,
+    /** Longest wait after failed logins, seconds. */
+    maxLoginBackoff: 60,
+    /**
+     * Sources that connectRatePerAddress and the login backoff leave alone: processes on the node
+     * itself. Behind a proxy that sends no PROXY protocol every client has the proxy's address:
+     * add it here (or set connectRatePerAddress 0).
+     */
+    rateExemptAddresses: Object.freeze(['127.0.0.0/8', '::1']) as readonly string[],
     /** Client identifier length, characters. */
     maxClientIdLength: 128,
     /** Seconds a connection may take to send CONNECT. */

@@ -132,6 +132,10 @@ const limitsSchema = z.strictObject({
   topicAliasMaximum: z.number().int().min(0).max(65_535).default(DEFAULTS.limits.topicAliasMaximum),
   maxSessionExpiry: z.number().int().min(0).max(4_294_967_295).default(DEFAULTS.limits.maxSessionExpiry),
   maxClientIdLength: z.number().int().min(23).max(65_535).default(DEFAULTS.limits.maxClientIdLength),
+  connectRatePerAddress: count.default(DEFAULTS.limits.connectRatePerAddress),
+  loginFailuresBeforeBackoff: count.default(DEFAULTS.limits.loginFailuresBeforeBackoff),
+  maxLoginBackoff: z.number().int().min(1).max(86_400).default(DEFAULTS.limits.maxLoginBackoff),
+  rateExemptAddresses: z.array(addressOrCidr).default([...DEFAULTS.limits.rateExemptAddresses]),
   connectTimeout: z.number().int().min(1).default(DEFAULTS.limits.connectTimeout),
 })
 

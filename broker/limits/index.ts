@@ -7,7 +7,8 @@ import { connectionInfo } from '../connection-info.js'
 import { listenerName } from '../listeners/common.js'
 import type { LimitName, Metrics } from '../mgmt/metrics.js'
 import { ConnectRefusal, disconnectClient, REASON, RETURN_CODE } from './refuse.js'
-import { TokenBucket } from './token-bucket.js'
+import { KeyedTokenBuckets, TokenBucket } from './token-bucket.js'
+import { addressIn, addressList } from '../auth/acl-rules.js'
 import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-errors.js'
 import { installTopicLimits } from './topic-limits.js'
 import { internals } from '../mqtt/aedes-internals.js'
@@ -19,8 +20,8 @@ import { internals } from '../mqtt/aedes-internals.js'
  *
  * - connections, node-wide and per listener: CONNACK 0x97 Quota exceeded (5.0) / 3 Server
  *   unavailable (3.1.1, whose return codes 0..5 have nothing closer) [MQTT-3.2.2.2]
- * - connect rate per listener (token bucket, bursts of one second): 0x9F Connection rate
- *   exceeded / 3
+ * - connect rate per listener, and per source address on every listener (token buckets, bursts
+ *   of one second): 0x9F Connection rate exceeded / 3
  * - keep-alive: 0 accepted unless configured otherwise; 5.0 clients outside the bounds get one as
  *   Server Keep Alive [MQTT-3.2.2-21]; 3.1.1 clients outside them are refused with 3 (see
  *   `keepAliveVerdict`)
@@ -152,6 +153,8 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
     bucket: l.connectRate > 0 ? new TokenBucket(l.connectRate) : undefined,
     open: 0,
   }]))
+  const perAddress = limits.connectRatePerAddress > 0 ? new KeyedTokenBuckets(limits.connectRatePerAddress) : undefined
+  const exempt = addressList(limits.rateExemptAddresses, 'limits.rateExemptAddresses')
   const slow = new WeakMap<Client, SlowState>()
   let slowClients = 0
   let open = 0
@@ -231,6 +234,11 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
       const version = packet.protocolVersion ?? 4
       const fields = { clientId: packet.clientId, listener: info?.listener, remoteAddress: info?.remoteAddress, protocolVersion: version }
 
+      // Per address first: a source over its own rate does not use up the listener's tokens.
+      if (perAddress && info?.remoteAddress !== undefined && !addressIn(exempt, info.remoteAddress) && !perAddress.take(info.remoteAddress)) {
+        refuse('connectRatePerAddress', fields, REASON.CONNECTION_RATE_EXCEEDED, RETURN_CODE.SERVER_UNAVAILABLE,
+          `this node accepts ${limits.connectRatePerAddress} connections a second from one address (limits.connectRatePerAddress); retry later`)
+      }
       if (listener?.bucket && !listener.bucket.take()) {
         refuse('connectRate', fields, REASON.CONNECTION_RATE_EXCEEDED, RETURN_CODE.SERVER_UNAVAILABLE,
           `listener ${info?.listener} accepts ${listener.connectRate} connections a second (connectRate); retry later`)

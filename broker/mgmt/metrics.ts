@@ -14,7 +14,7 @@ import type { Route } from './http.js'
  */
 
 export const LIMITS = [
-  'maxConnections', 'listenerMaxConnections', 'connectRate', 'keepAlive', 'maxClientIdLength',
+  'maxConnections', 'listenerMaxConnections', 'connectRate', 'connectRatePerAddress', 'loginBackoff', 'keepAlive', 'maxClientIdLength',
   'maxTopicLength', 'maxTopicLevels', 'maxPacketSize', 'receiveMaximum', 'stuckConsumerBytes', 'maxQueued',
 ] as const
 export type LimitName = (typeof LIMITS)[number]
