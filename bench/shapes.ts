@@ -109,6 +109,26 @@ async function connectMany(count: number, endpoint: (i: number) => Endpoint, cli
   return clients
 }
 
+/**
+ * Sends probes (`send` gets the ones still unheard) until `heard` reaches `due`; a new round goes
+ * out only once the last one stopped bringing answers, so that a slow broker is never buried
+ * under rounds of probes queued ahead of the counted messages.
+ */
+async function probeUntilHeard(due: number, heard: () => number, send: () => void, what: () => string): Promise<void> {
+  const deadline = performance.now() + PROBE_TIMEOUT_MS
+  while (heard() < due) {
+    if (performance.now() > deadline) throw new Error(`${what()} after ${PROBE_TIMEOUT_MS} ms of probing`)
+    send()
+    let before = -1
+    while (heard() < due && heard() !== before) {
+      before = heard()
+      await sleep(PROBE_INTERVAL_MS * 3)
+    }
+  }
+  // Let probes still on their way arrive before counting starts.
+  await sleep(PROBE_INTERVAL_MS)
+}
+
 async function waitFor(condition: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = performance.now() + timeoutMs
   while (!condition()) {
@@ -202,13 +222,10 @@ export async function runPubSub(o: PubSubOptions): Promise<ShapeResult> {
     return p
   })
   // Subscriptions may take effect after SUBACK: probe until every subscriber hears every publisher.
-  const probeUntil = performance.now() + PROBE_TIMEOUT_MS
-  while (probed.some((heard) => heard.size < o.publishers)) {
-    if (performance.now() > probeUntil) throw new Error(`${probed.filter((heard) => heard.size < o.publishers).length} of ${o.subscribers} subscribers still miss some of ${o.publishers} publishers after ${PROBE_TIMEOUT_MS} ms of probing`)
+  const heardAll = (): number => probed.reduce((sum, heard) => sum + heard.size, 0)
+  await probeUntilHeard(o.publishers * o.subscribers, heardAll, () => {
     publishers.forEach((p, i) => { if (probed.some((heard) => !heard.has(i))) p.client.socket.write(p.probe) })
-    await sleep(PROBE_INTERVAL_MS)
-  }
-  await sleep(PROBE_INTERVAL_MS)
+  }, () => `${probed.filter((heard) => heard.size < o.publishers).length} of ${o.subscribers} subscribers still miss some of ${o.publishers} publishers`)
   for (const subscriber of subscribers) subscriber.readPauseMs = o.readPauseMs
 
   function schedule(): void {
@@ -320,14 +337,10 @@ export async function runDownlink(o: DownlinkOptions): Promise<ShapeResult> {
   const all = Buffer.concat(packets.map((p) => p.bytes))
   const offsets = [0]
   for (const p of packets) offsets.push(offsets[offsets.length - 1] + p.bytes.length)
-  const probes = Buffer.concat(Array.from({ length: o.devices }, (_, i) => encodePublish(`cmd/${i}`, payload(PROBE, o.payloadBytes, i % 65_536), 0).bytes))
-  const probeUntil = performance.now() + PROBE_TIMEOUT_MS
-  while (probed.size < Math.min(o.devices, 65_536)) {
-    if (performance.now() > probeUntil) throw new Error(`${probed.size} of ${o.devices} devices heard the backend after ${PROBE_TIMEOUT_MS} ms of probing`)
-    backend.socket.write(probes)
-    await sleep(PROBE_INTERVAL_MS * 3)
-  }
-  await sleep(PROBE_INTERVAL_MS)
+  const probes = Array.from({ length: o.devices }, (_, i) => encodePublish(`cmd/${i}`, payload(PROBE, o.payloadBytes, i % 65_536), 0).bytes)
+  await probeUntilHeard(Math.min(o.devices, 65_536), () => probed.size, () => {
+    backend.socket.write(Buffer.concat(probes.filter((_, i) => !probed.has(i % 65_536))))
+  }, () => `${probed.size} of ${o.devices} devices heard the backend`)
   for (const device of devices) device.readPauseMs = o.readPauseMs
 
   let next = 0
