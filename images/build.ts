@@ -7,7 +7,8 @@
  *   4 install    fleetmq-provision install inside the rootfs (systemd-nspawn, no network), then
  *                images/firstboot/install-image-files: provisioning folder, first boot, cloud-init
  *   5 cleanup    fleetmq-provision cleanup --root
- *   6 validate   fleetmq-provision validate --root, and a boot that checks only SSH listens
+ *   6 validate   fleetmq-provision validate --root, and a boot that must be clean (systemd running,
+ *                cloud-init done) with only SSH listening
  *   7 disk       raw disk with BIOS GRUB, then a compressed qcow2, its SHA-256 and a manifest
  *
  * Writes <out>/fleetmq-<version>-<arch>.qcow2, .qcow2.sha256 and .manifest.json.
@@ -18,7 +19,7 @@ import { createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, read
 import { basename, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ARCHITECTURES, bundleName, buildBundle, type BundleArch } from '../scripts/bundle.js'
-import { addImageFiles, checkPortsBeforeFirstboot, REPO_ROOT, runInstallPhase, runRootPhase, stageImageFiles } from './customize.js'
+import { addImageFiles, checkBootBeforeFirstboot, REPO_ROOT, runInstallPhase, runRootPhase, stageImageFiles } from './customize.js'
 import { convertToQcow2, installGrubFiles, kernelVersion, makeRawDisk } from './disk.js'
 import { ensureBaseTarball, IMAGE_PACKAGES, SUITE, unpackBase } from './rootfs.js'
 import { run, type Progress } from './run.js'
@@ -153,9 +154,9 @@ export async function buildImage(options: ImageOptions): Promise<BuiltImage> {
     await runRootPhase('cleanup', rootfs, progress)
     stepDone('cleanup')
 
-    step('validate', 'fleetmq-provision validate --root, then a boot that checks only SSH listens')
+    step('validate', 'fleetmq-provision validate --root, then a clean boot with only SSH listening')
     await runRootPhase('validate', rootfs, progress)
-    await checkPortsBeforeFirstboot(rootfs, progress)
+    await checkBootBeforeFirstboot(rootfs, progress)
     // That boot ran on a throwaway overlay; validate again that the rootfs itself stayed clean.
     await runRootPhase('validate', rootfs, () => {})
     stepDone('validate')

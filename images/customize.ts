@@ -2,11 +2,13 @@
  * What makes the Debian base the FleetMQ image: the provisioning folder and the first-boot units in
  * the rootfs, the install phase run inside it (systemd-nspawn, no network: the bundle carries
  * everything), services that must wait for first boot disabled, then the cleanup and validate
- * phases against the rootfs, and a boot of the finished rootfs that checks nothing but SSH listens
- * before first boot (the AWS Marketplace AMI policy: no open ports beyond what the product needs).
+ * phases against the rootfs, and a boot of the finished rootfs that checks it boots clean (no failed
+ * unit, cloud-init done) and that nothing but SSH listens before first boot (the AWS Marketplace
+ * AMI policy: no open ports beyond what the product needs).
  */
 import { spawn } from 'node:child_process'
-import { copyFileSync, cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { basename, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -79,14 +81,42 @@ export async function runRootPhase(phase: 'cleanup' | 'validate', rootfs: string
 }
 
 /**
- * Boots the finished rootfs (a throwaway overlay: nothing it writes stays) with first boot masked,
- * and lists what listens once systemd has settled. Throws naming each port other than SSH.
+ * What a clean boot must show, or why not: systemd `running` (not `degraded`: a marketplace scan and
+ * users' automation read a failed unit as a failed launch) and `cloud-init status` done (not
+ * error). `failed` is `systemctl --failed`, `cloudInit` is `cloud-init status --long`; both are
+ * printed when the boot is not clean. Undefined when it is.
  */
-export async function checkPortsBeforeFirstboot(rootfs: string, progress: Progress): Promise<number[]> {
+export function bootProblem(state: string, cloudInitStatus: string, failed: string, cloudInit: string): string | undefined {
+  const problems: string[] = []
+  if (state !== 'running') problems.push(`systemctl is-system-running says "${state}" (expected running)`)
+  if (cloudInitStatus !== 'done') problems.push(`cloud-init status says "${cloudInitStatus}" (expected done)`)
+  if (problems.length === 0) return undefined
+  return `${problems.join('; ')}\nfailed units:\n${failed.trim() || '(none)'}\ncloud-init status --long:\n${cloudInit.trim()}`
+}
+
+/** `status: done` of `cloud-init status` as `done`. */
+export const cloudInitStatus = (output: string): string => /^status:\s*(\S+)/m.exec(output)?.[1] ?? (output.trim() || 'no answer')
+
+/**
+ * Boots the finished rootfs (a throwaway overlay: nothing it writes stays) with first boot masked
+ * and cloud-init given an empty NoCloud seed, as a user's instance runs it. Throws when the boot is
+ * not clean (bootProblem: a failed unit, cloud-init in error) or when anything but SSH listens once
+ * systemd has settled, naming each port.
+ */
+export async function checkBootBeforeFirstboot(rootfs: string, progress: Progress): Promise<number[]> {
   const machine = machineName('fleetmq-ports')
+  const seed = mkdtempSync(join(tmpdir(), 'fleetmq-boot-check-'))
+  writeFileSync(join(seed, 'meta-data'), `instance-id: ${machine}\nlocal-hostname: fleetmq-check\n`)
+  writeFileSync(join(seed, 'user-data'), '#cloud-config\n')
+  // The container has only loopback: cloud-init has no network to configure.
+  writeFileSync(join(seed, 'network.cfg'), 'network: {config: disabled}\n')
   const child = spawn('systemd-nspawn', [
     ...nspawnBase(rootfs, machine), '--volatile=overlay', '--boot',
     '--bind-ro=/dev/null:/etc/systemd/system/fleetmq-firstboot.service',
+    // A container cannot remount its root: this unit fails only here, never on a VM.
+    '--bind-ro=/dev/null:/etc/systemd/system/systemd-remount-fs.service',
+    `--bind-ro=${seed}:/var/lib/cloud/seed/nocloud`,
+    `--bind-ro=${join(seed, 'network.cfg')}:/etc/cloud/cloud.cfg.d/99-boot-check-network.cfg`,
   ], { stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout.on('data', (d: Buffer) => { output += d })
@@ -97,22 +127,28 @@ export async function checkPortsBeforeFirstboot(rootfs: string, progress: Progre
     const deadline = Date.now() + 180_000
     pid1 = await containerPid1(child, 180_000)
     if (!pid1) throw new Error(`the image did not boot in systemd-nspawn:\n${output.slice(-2000)}`)
+    const inside = (args: string[]) => run('nsenter', ['-t', String(pid1), '-m', '-p', ...args], { allowFailure: true })
     let state = ''
     while (Date.now() < deadline && !exited()) {
-      state = (await run('nsenter', ['-t', String(pid1), '-m', '-p', 'systemctl', 'is-system-running'], { allowFailure: true })).stdout.trim()
+      state = (await inside(['systemctl', 'is-system-running'])).stdout.trim()
       if (state === 'running' || state === 'degraded') break
       await sleep(500)
     }
     if (state !== 'running' && state !== 'degraded') throw new Error(`the image's systemd did not settle (state "${state}"):\n${output.slice(-2000)}`)
+    const cloudInit = (await inside(['timeout', '120', 'cloud-init', 'status', '--wait', '--long'])).stdout
+    const failed = (await inside(['systemctl', '--failed', '--no-legend', '--no-pager'])).stdout
+    const problem = bootProblem(state, cloudInitStatus(cloudInit), failed, cloudInit)
+    if (problem) throw new Error(`the image does not boot clean: ${problem}`)
     const ss = await run('nsenter', ['-t', String(pid1), '-n', 'ss', '-H', '-l', '-t', '-u', '-n'])
     const ports = [...new Set(ss.stdout.trim().split('\n').filter(Boolean).map((line) => Number(line.trim().split(/\s+/)[4].split(':').pop())))].sort((a, b) => a - b)
     const extra = ports.filter((p) => !(PORTS_BEFORE_FIRSTBOOT as readonly number[]).includes(p))
     if (extra.length > 0) {
       throw new Error(`before first boot the image listens on port(s) ${extra.join(', ')} besides SSH:\n${ss.stdout}disable the service behind each (WAIT_FOR_FIRSTBOOT in images/firstboot/install-image-files) so that only first boot starts it`)
     }
-    progress(`  listening before first boot: ${ports.join(', ') || 'nothing'} (state ${state})`)
+    progress(`  listening before first boot: ${ports.join(', ') || 'nothing'} (systemd running, cloud-init done)`)
     return ports
   } finally {
     await stopContainer({ pid1, nspawn: child, machine })
+    rmSync(seed, { recursive: true, force: true })
   }
 }

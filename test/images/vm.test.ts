@@ -114,6 +114,16 @@ test('first boot: FleetMQ answers MQTT with the generated credentials and refuse
   await client.endAsync()
 })
 
+test('the instance boots clean: cloud-init status done and systemd running, no failed unit', { timeout: BOOT_DEADLINE_MS }, async () => {
+  await vm1Ready
+  const { bootProblem, cloudInitStatus } = await import('../../images/customize.js')
+  // What users' automation waits on (`cloud-init status --wait`) and what a marketplace scan reads.
+  const cloudInit = (await vm1.ssh('cloud-init status --wait --long', { allowFailure: true })).stdout
+  const state = (await vm1.ssh('systemctl is-system-running --wait', { allowFailure: true })).stdout.trim()
+  const failed = (await vm1.ssh('systemctl --failed --no-legend --no-pager', { allowFailure: true })).stdout
+  assert.equal(bootProblem(state, cloudInitStatus(cloudInit), failed, cloudInit), undefined)
+})
+
 test('MQTT over TLS on 8883 with the self-signed certificate made for this instance', { timeout: BOOT_DEADLINE_MS }, async () => {
   await vm1Ready
   const ca = (await vm1.ssh('sudo cat /etc/fleetmq/tls/cert.pem')).stdout
@@ -246,7 +256,7 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
 })
 
 test('the build refuses an image where a service listens before first boot', { timeout: 3 * 60_000 }, async () => {
-  const { checkPortsBeforeFirstboot } = await import('../../images/customize.js')
+  const { checkBootBeforeFirstboot } = await import('../../images/customize.js')
   const { run } = await import('../../images/run.js')
   const base = join(work, 'dirty-ports')
   const merged = join(base, 'root')
@@ -254,7 +264,7 @@ test('the build refuses an image where a service listens before first boot', { t
   await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${rootfs},upperdir=${join(base, 'upper')},workdir=${join(base, 'work')}`, merged])
   try {
     await run('systemctl', [`--root=${merged}`, 'enable', 'redis-server.service'])
-    await assert.rejects(checkPortsBeforeFirstboot(merged, () => {}), /listens on port\(s\) 6379 besides SSH/)
+    await assert.rejects(checkBootBeforeFirstboot(merged, () => {}), /listens on port\(s\) 6379 besides SSH/)
   } finally {
     await run('umount', [merged], { allowFailure: true })
   }
