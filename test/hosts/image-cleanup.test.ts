@@ -31,6 +31,12 @@ function plant(root: string): void {
   put('etc/fleetmq/secrets/cluster-secret', 'x'.repeat(40))
   put('etc/ssh/sshd_config.d/50-cloud-init.conf', 'PasswordAuthentication yes\nPermitRootLogin yes\n')
   appendFileSync(join(root, 'etc/redis/sentinel.conf'), 'sentinel myid 0123456789abcdef0123456789abcdef01234567\n')
+  // An image made from a running instance: its first boot's credentials and configure's Redis password.
+  put('root/fleetmq-credentials', 'admin password  the-admin-password-of-the-builder\n')
+  appendFileSync(join(root, 'etc/redis/redis.conf'), 'requirepass the-redis-password-of-the-builder\nmasterauth the-redis-password-of-the-builder\n')
+  appendFileSync(join(root, 'etc/redis/sentinel.conf'), 'sentinel auth-pass fleetmq the-redis-password-of-the-builder\n')
+  put('root/.ssh/known_hosts', '10.0.1.11 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheTest\n')
+  put('var/lib/dhcp/dhclient.eth0.leases', 'lease { fixed-address 10.0.1.10; }\n')
   const shadow = readFileSync(join(root, 'etc/shadow'), 'utf8').replace(/^admin:[^:]*:/m, 'admin:$6$salt$hashhashhash:')
   writeFileSync(join(root, 'etc/shadow'), shadow)
 }
@@ -54,6 +60,12 @@ test('validate names every piece of per-instance state left in an image, cleanup
     'SSH lets root log in with a password: PermitRootLogin is yes',
     'secret left: /etc/fleetmq/secrets/cluster-secret',
     "Sentinel identity left: 'sentinel myid'",
+    'credentials left: /root/fleetmq-credentials',
+    "Redis password left: 'requirepass' in /etc/redis/redis.conf",
+    "Redis password left: 'masterauth' in /etc/redis/redis.conf",
+    "Redis password left: 'sentinel auth-pass' in /etc/redis/sentinel.conf",
+    'known_hosts file left: /root/.ssh/known_hosts',
+    'DHCP lease left: /var/lib/dhcp/dhclient.eth0.leases',
   ]) {
     assert.ok(dirty.stderr.includes(finding), `validate reports "${finding}":\n${dirty.stderr}`)
   }
@@ -74,6 +86,9 @@ test('validate names every piece of per-instance state left in an image, cleanup
   assert.ok(!existsSync(join(root, 'etc/ssh/ssh_host_ed25519_key')))
   assert.match(readFileSync(join(root, 'etc/ssh/sshd_config.d/01-fleetmq-hardening.conf'), 'utf8'), /^PasswordAuthentication no$/m)
   assert.doesNotMatch(readFileSync(join(root, 'etc/redis/sentinel.conf'), 'utf8'), /^sentinel myid /m)
+  assert.doesNotMatch(readFileSync(join(root, 'etc/redis/redis.conf'), 'utf8') + readFileSync(join(root, 'etc/redis/sentinel.conf'), 'utf8'), /the-redis-password-of-the-builder/)
+  // Debian's own settings stay: Redis still starts from this file.
+  assert.match(readFileSync(join(root, 'etc/redis/redis.conf'), 'utf8'), /^port 6379$/m)
 })
 
 test('validate reads sshd_config as sshd does: the first value wins, Include files where they appear', { timeout: 60_000 }, () => {

@@ -4,13 +4,15 @@
  * `cleanup --root` the same tree passes. A small tree with the files that matter, no full rootfs.
  */
 import assert from 'node:assert/strict'
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { after, before, test } from 'node:test'
 import { runRootPhase } from '../../images/customize.js'
 
 let root: string
+const ADMIN_PASSWORD = 'the-build-instances-admin-password'
+const REDIS_PASSWORD = 'the-build-instances-redis-password'
 
 function put(path: string, content: string, mode = 0o644): void {
   mkdirSync(dirname(join(root, path)), { recursive: true })
@@ -31,6 +33,13 @@ before(() => {
   put('var/log/syslog', 'build log line\n')
   put('var/lib/cloud/instance/user-data.txt', '#cloud-config\n')
   put('etc/fleetmq/secrets/cluster-secret', 'a-secret-of-the-build-machine-0123456789\n', 0o640)
+  // An image made from a running instance: what its first boot and configure wrote.
+  put('root/fleetmq-credentials', `admin password  ${ADMIN_PASSWORD}\n`, 0o600)
+  put('etc/redis/redis.conf', `port 6379\nrequirepass ${REDIS_PASSWORD}\nmasterauth ${REDIS_PASSWORD}\n`, 0o640)
+  put('etc/redis/sentinel.conf', `port 26379\nrequirepass ${REDIS_PASSWORD}\nsentinel sentinel-pass ${REDIS_PASSWORD}\nsentinel monitor fleetmq 10.0.1.10 6379 2\nsentinel auth-pass fleetmq ${REDIS_PASSWORD}\n`, 0o640)
+  put('root/.ssh/known_hosts', '10.0.1.11 ssh-ed25519 AAAA node\n', 0o600)
+  put('home/admin/.ssh/known_hosts.old', '10.0.1.11 ssh-ed25519 AAAA node\n', 0o600)
+  put('var/lib/dhcp/dhclient.eth0.leases', 'lease { fixed-address 10.0.1.10; }\n')
 })
 
 after(() => rmSync(root, { recursive: true, force: true }))
@@ -52,8 +61,18 @@ test('validate fails a dirty root filesystem and names each finding', async () =
       'log left: /var/log/syslog',
       'cloud-init state left: /var/lib/cloud',
       'secret left: /etc/fleetmq/secrets/cluster-secret',
+      'credentials left: /root/fleetmq-credentials',
+      "Redis password left: 'requirepass' in /etc/redis/redis.conf",
+      "Redis password left: 'masterauth' in /etc/redis/redis.conf",
+      "Redis password left: 'requirepass' in /etc/redis/sentinel.conf",
+      "Redis password left: 'sentinel sentinel-pass' in /etc/redis/sentinel.conf",
+      "Redis password left: 'sentinel auth-pass' in /etc/redis/sentinel.conf",
+      'known_hosts file left: /root/.ssh/known_hosts',
+      'known_hosts file left: /home/admin/.ssh/known_hosts.old',
+      'DHCP lease left: /var/lib/dhcp/dhclient.eth0.leases',
     ]) assert.ok(text.includes(finding), `validate did not name "${finding}":\n${text}`)
     assert.ok(!text.includes('account redis'), 'a locked account (*) is not a finding')
+    assert.ok(!text.includes(REDIS_PASSWORD) && !text.includes(ADMIN_PASSWORD), 'a finding names where a secret is, never the secret')
     return true
   })
 })
@@ -63,4 +82,8 @@ test('after cleanup the same tree passes validate', async () => {
   const lines: string[] = []
   await runRootPhase('validate', root, (line) => lines.push(line))
   assert.match(lines.join('\n'), /clean: no keys, passwords, history, identity, logs or secrets left/)
+  // The Redis configs keep what is not secret; first boot writes the instance's own password.
+  const sentinel = readFileSync(join(root, 'etc/redis/sentinel.conf'), 'utf8')
+  assert.ok(!sentinel.includes(REDIS_PASSWORD) && !readFileSync(join(root, 'etc/redis/redis.conf'), 'utf8').includes(REDIS_PASSWORD))
+  assert.match(sentinel, /^sentinel monitor fleetmq 10\.0\.1\.10 6379 2$/m)
 })

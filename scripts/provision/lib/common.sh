@@ -21,6 +21,10 @@ readonly UNIT_FILE=/etc/systemd/system/fleetmq.service
 # Checksums of what provisioning rendered for files that their own services rewrite later.
 readonly STATE_DIR=/var/lib/fleetmq-provision
 readonly SECRET_NAMES=(cluster-secret admin-password redis-password)
+# What an image's first boot writes for the operator (the admin password, the cluster secret).
+readonly CREDENTIALS_FILE=/root/fleetmq-credentials
+# The lines of redis.conf and sentinel.conf that hold the Redis password (an extended regex).
+readonly REDIS_SECRET_LINES='^[[:space:]]*(requirepass|masterauth|sentinel[[:space:]]+(auth-pass|sentinel-pass))[[:space:]]'
 # The Redis primary's name as the Sentinels monitor it; the broker's cluster.redis.name is the same.
 readonly SENTINEL_MASTER=fleetmq
 readonly REDIS_PORT=6379

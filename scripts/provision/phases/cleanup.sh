@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # cleanup: removes every per-instance thing from a host that becomes an image, so that each machine
-# started from it gets its own identity: SSH host keys (regenerated at first boot), authorized
-# keys, passwords, shell history, machine-id, logs, cloud-init state, secrets and Redis identity.
+# started from it gets its own identity: SSH host keys (regenerated at first boot), authorized keys,
+# known hosts, passwords, shell history, machine-id, DHCP leases, logs, cloud-init state, secrets
+# (the secrets folder, the credentials file, the password lines of the Redis configs) and Redis
+# identity.
 # --root DIR cleans a mounted image instead of this system. On a running system, run validate --live
 # right after it (see quiet_live_logging).
 
@@ -9,6 +11,9 @@ clean_ssh() {
   local R=$TARGET_ROOT
   rm -f "$R"/etc/ssh/ssh_host_*
   find "$R/root" "$R/home" "$R/etc/ssh" -name 'authorized_keys*' -type f -delete 2>/dev/null || true
+  # The hosts the builder reached (a bastion, the other nodes): not every instance's business.
+  find "$R/root" "$R/home" -path '*/.ssh/known_hosts*' -type f -delete 2>/dev/null || true
+  rm -f "$R/etc/ssh/ssh_known_hosts"
   ensure_dir "$R/etc/ssh/sshd_config.d" 0755 root:root
   # 01-: sshd keeps the first value it reads, so this file wins over cloud-init's 50-cloud-init.conf.
   write_file "$R/etc/ssh/sshd_config.d/01-fleetmq-hardening.conf" 0644 root:root <<'SSHD' || true
@@ -37,6 +42,8 @@ clean_identity() {
   if [ -f "$R/var/lib/dbus/machine-id" ] && [ ! -L "$R/var/lib/dbus/machine-id" ]; then rm -f "$R/var/lib/dbus/machine-id"; fi
   rm -f "$R/var/lib/systemd/random-seed"
   rm -rf "$R"/var/lib/cloud/*
+  # The builder's DHCP leases (its address, its network's servers): each instance asks for its own.
+  rm -f "$R"/var/lib/dhcp/*.leases "$R"/var/lib/dhcp/*.lease "$R"/var/lib/dhclient/*.lease*
   find "$R/root" "$R/home" -maxdepth 2 \( -name '.*_history' -o -name '.lesshst' -o -name '.viminfo' \) -type f -delete 2>/dev/null || true
 }
 
@@ -80,6 +87,8 @@ clean_logs() {
 clean_fleetmq_state() {
   local R=$TARGET_ROOT
   rm -f "$R$SECRETS_TARGET"/* "$R$ETC_DIR"/tls/* 2>/dev/null || true
+  # What first boot wrote for the operator: the admin password and the cluster secret.
+  rm -f "$R$CREDENTIALS_FILE" "$R"/root/.fleetmq-credentials.*
   rm -rf "$R/var/tmp/fleetmq-stage/secrets" "$R/var/tmp/fleetmq-stage/node.env"
   if [ -f "$R$BROKER_ENV" ]; then
     printf '# Written by fleetmq-provision configure from the node env file.\n' >"$R$BROKER_ENV"
@@ -92,6 +101,13 @@ clean_fleetmq_state() {
   if [ -f "$R/etc/redis/sentinel.conf" ]; then
     sed -i -E '/^sentinel (myid|known-replica|known-sentinel|current-epoch|config-epoch|leader-epoch) /d' "$R/etc/redis/sentinel.conf"
   fi
+  # The Redis password, in the lines configure wrote (and Sentinel rewrote): first boot's configure
+  # writes both files again with the instance's own password (its stamps are gone with STATE_DIR).
+  local conf
+  for conf in "$R"/etc/redis/*.conf; do
+    [ -f "$conf" ] || continue
+    sed -i -E "/$REDIS_SECRET_LINES/d" "$conf"
+  done
 }
 
 clean_caches() {

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # validate: fails an image build, naming each finding, when per-instance state remains: authorized
-# keys, SSH host keys, passwords or password hashes, shell history, a machine-id, logs, cloud-init
-# state, secrets, a Sentinel identity, or an SSH server that accepts passwords or root with one.
+# keys, known hosts, SSH host keys, passwords or password hashes, shell history, a machine-id, DHCP
+# leases, logs, cloud-init state, secrets (the credentials file, Redis password lines), a Sentinel
+# identity, or an SSH server that accepts passwords or root with one.
 # --root DIR validates a mounted image instead of this system; --live validates this running system
 # right after cleanup, where services still running may have logged since (check_live_logs).
 
@@ -45,6 +46,9 @@ check_ssh() {
   for file in "$R"/etc/ssh/ssh_host_*; do
     [ -e "$file" ] && finding "SSH host key left: ${file#"$R"}"
   done
+  while IFS= read -r file; do
+    finding "known_hosts file left: ${file#"$R"}"
+  done < <(find "$R/root" "$R/home" -path '*/.ssh/known_hosts*' -type f 2>/dev/null; [ ! -f "$R/etc/ssh/ssh_known_hosts" ] || echo "$R/etc/ssh/ssh_known_hosts")
   [ -f "$R/etc/ssh/sshd_config" ] || return 0
   local password kbd root
   password=$(sshd_setting passwordauthentication yes)
@@ -86,6 +90,10 @@ check_identity() {
   if [ -d "$R/var/lib/cloud" ] && [ -n "$(ls -A "$R/var/lib/cloud")" ]; then
     finding "cloud-init state left: /var/lib/cloud (run cloud-init clean)"
   fi
+  for file in "$R"/var/lib/dhcp/*.leases "$R"/var/lib/dhcp/*.lease "$R"/var/lib/dhclient/*.lease*; do
+    [ -f "$file" ] && finding "DHCP lease left: ${file#"$R"}"
+  done
+  return 0
 }
 
 check_logs() {
@@ -122,6 +130,17 @@ check_secrets() {
   local R=$TARGET_ROOT file
   for file in "$R$SECRETS_TARGET"/* "$R$ETC_DIR"/tls/* "$R"/var/tmp/fleetmq-stage/secrets/*; do
     [ -e "$file" ] && finding "secret left: ${file#"$R"}"
+  done
+  [ -e "$R$CREDENTIALS_FILE" ] && finding "credentials left: $CREDENTIALS_FILE (first boot writes each instance's own)"
+  for file in "$R"/root/.fleetmq-credentials.*; do
+    [ -e "$file" ] && finding "credentials left: ${file#"$R"}"
+  done
+  local line
+  for file in "$R"/etc/redis/*.conf; do
+    [ -f "$file" ] || continue
+    while IFS= read -r line; do
+      finding "Redis password left: '$line' in ${file#"$R"}"
+    done < <(grep -E "$REDIS_SECRET_LINES" "$file" | awk '{ if ($1 == "sentinel") print $1, $2; else print $1 }')
   done
   if [ -f "$R/etc/redis/sentinel.conf" ] && grep -q '^sentinel myid ' "$R/etc/redis/sentinel.conf"; then
     finding "Sentinel identity left: 'sentinel myid' in /etc/redis/sentinel.conf (clones would share it)"
