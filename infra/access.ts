@@ -17,7 +17,8 @@ export function knownHosts(hosts: ReadonlyArray<{ address: string; publicKey: st
 export function managementTunnelCommand(input: { user: string; bastion: string; node: string }): string {
   const ssh = `ssh -i ${KEY_FILE} -o UserKnownHostsFile=${KNOWN_HOSTS_FILE} -o StrictHostKeyChecking=yes`
   return [
-    `pulumi stack output --show-secrets sshPrivateKey > ${KEY_FILE} && chmod 600 ${KEY_FILE}`,
+    // umask first: the key is never readable by others, not even between the write and a chmod.
+    `(umask 077 && rm -f ${KEY_FILE} && pulumi stack output --show-secrets sshPrivateKey > ${KEY_FILE})`,
     `pulumi stack output knownHosts > ${KNOWN_HOSTS_FILE}`,
     `${ssh} -o ProxyCommand="${ssh} -W %h:%p ${input.user}@${input.bastion}" -N -L ${PORTS.mgmt}:127.0.0.1:${PORTS.mgmt} ${input.user}@${input.node}`,
   ].join(' && ')

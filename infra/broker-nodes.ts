@@ -27,12 +27,13 @@ export interface BrokerNode {
   readonly hostPublicKey: pulumi.Output<string>
 }
 
-/** AWS managed policies the nodes need, and nothing more: the SSM agent and the CloudWatch agent. */
+/**
+ * AWS managed policies the nodes need, and nothing more: the SSM agent (Session Manager). No
+ * CloudWatch agent runs on the nodes, so its policy (which may write any log group and metric)
+ * is not granted.
+ */
 export function brokerPolicyArns(partition: string): string[] {
-  return [
-    `arn:${partition}:iam::aws:policy/AmazonSSMManagedInstanceCore`,
-    `arn:${partition}:iam::aws:policy/CloudWatchAgentServerPolicy`,
-  ]
+  return [`arn:${partition}:iam::aws:policy/AmazonSSMManagedInstanceCore`]
 }
 
 /** The broker VMs: EC2 instances in the private subnets, IMDSv2 only, encrypted gp3, pinned host keys. */
@@ -49,7 +50,7 @@ export class BrokerNodes extends pulumi.ComponentResource {
     const role = new aws.iam.Role(
       `${name}-role`,
       {
-        description: 'FleetMQ broker nodes: SSM agent and CloudWatch agent',
+        description: 'FleetMQ broker nodes: SSM agent',
         assumeRolePolicy: JSON.stringify({
           Version: '2012-10-17',
           Statement: [{ Effect: 'Allow', Principal: { Service: 'ec2.amazonaws.com' }, Action: 'sts:AssumeRole' }],

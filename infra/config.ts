@@ -28,6 +28,8 @@ export const CONFIG_KEYS = [
   'ami',
   'natGateways',
   'wss',
+  'vpcFlowLogs',
+  'nlbAccessLogs',
   'bastionInstanceType',
   'sshUser',
   'bundlePath',
@@ -48,6 +50,10 @@ export const CONFIG_DEFAULTS = Object.freeze({
   ami: 'debian-12',
   natGateways: 'single',
   wss: false,
+  /** VPC flow logs (every accepted and rejected connection) into the stack's log bucket. */
+  vpcFlowLogs: false,
+  /** NLB access logs (one line per TLS connection) into the stack's log bucket. */
+  nlbAccessLogs: false,
   bastionInstanceType: 't4g.nano',
   /** The login user of the Debian cloud images (and of the images built by `images/aws`). */
   sshUser: 'admin',
@@ -86,6 +92,8 @@ export interface StackConfig {
   readonly ami: { kind: 'debian-12' } | { kind: 'id'; id: string }
   readonly natGateways: (typeof NAT_GATEWAY_MODES)[number]
   readonly wss: boolean
+  readonly vpcFlowLogs: boolean
+  readonly nlbAccessLogs: boolean
   readonly bastionInstanceType: string
   readonly bastionArchitecture: Architecture
   readonly sshUser: string
@@ -286,8 +294,14 @@ export function parseStackConfig(raw: RawStackConfig, context: ParseContext): St
 
   const natGateways = oneOf('natGateways', NAT_GATEWAY_MODES, CONFIG_DEFAULTS.natGateways as 'single')
 
-  const wssText = text('wss') ?? String(CONFIG_DEFAULTS.wss)
-  if (wssText !== 'true' && wssText !== 'false') problem('wss', `"${wssText}" is not allowed; use true or false`)
+  const flag = (key: 'wss' | 'vpcFlowLogs' | 'nlbAccessLogs'): boolean => {
+    const value = text(key) ?? String(CONFIG_DEFAULTS[key])
+    if (value !== 'true' && value !== 'false') problem(key, `"${value}" is not allowed; use true or false`)
+    return value === 'true'
+  }
+  const wss = flag('wss')
+  const vpcFlowLogs = flag('vpcFlowLogs')
+  const nlbAccessLogs = flag('nlbAccessLogs')
 
   const sshUser = text('sshUser') ?? CONFIG_DEFAULTS.sshUser
   if (!LINUX_USER.test(sshUser)) problem('sshUser', `"${sshUser}" is not a Linux user name such as admin`)
@@ -321,7 +335,9 @@ export function parseStackConfig(raw: RawStackConfig, context: ParseContext): St
     redis: redisMode === 'elasticache' ? { kind: 'elasticache', nodeType: elasticacheNodeType } : { kind: 'colocated' },
     ami: amiText === DEBIAN_AMI ? { kind: 'debian-12' } : { kind: 'id', id: amiText },
     natGateways,
-    wss: wssText === 'true',
+    wss,
+    vpcFlowLogs,
+    nlbAccessLogs,
     bastionInstanceType,
     bastionArchitecture: architectureOf(bastionInstanceType),
     sshUser,

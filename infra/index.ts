@@ -13,6 +13,7 @@ import { ClusterSecrets } from './cluster-secrets.js'
 import { loadStackConfig } from './config.js'
 import { ElastiCache } from './elasticache.js'
 import { LoadBalancer } from './load-balancer.js'
+import { LogBucket } from './log-bucket.js'
 import { Network, selectZones } from './network.js'
 import { PORTS } from './ports.js'
 import { Provisioning } from './provisioning.js'
@@ -27,7 +28,14 @@ const zones = await aws.getAvailabilityZones({ state: 'available', filters: [{ n
 const availabilityZones = selectZones(zones.names, config.azCount, config.region)
 const [brokerAmiId, bastionAmiId] = await Promise.all([brokerAmi(config), debianAmi(config.bastionArchitecture)])
 
-const network = new Network(name, { availabilityZones, natGateways: config.natGateways })
+const logs = config.vpcFlowLogs || config.nlbAccessLogs
+  ? new LogBucket(`${name}-logs`, { accountId: aws.getCallerIdentityOutput().accountId })
+  : undefined
+const network = new Network(name, {
+  availabilityZones,
+  natGateways: config.natGateways,
+  flowLogBucketArn: config.vpcFlowLogs ? logs?.arn : undefined,
+})
 const securityGroups = new SecurityGroups(name, {
   vpcId: network.vpcId,
   mqttAllowedCidrs: config.mqttAllowedCidrs,
@@ -76,6 +84,7 @@ const loadBalancer = new LoadBalancer(`${name}-nlb`, {
   instanceIds: brokers.instanceIds,
   wss: config.wss,
   dns: domainName !== undefined && hostedZoneId !== undefined ? { domainName, hostedZoneId } : undefined,
+  accessLogBucket: config.nlbAccessLogs ? logs?.bucket : undefined,
 })
 
 new Provisioning(`${name}-provision`, {
@@ -100,6 +109,8 @@ export const wssEndpoint = config.wss ? pulumi.interpolate`wss://${host}/mqtt` :
 /** The static public IPs of the endpoint, one per zone: for devices and firewalls configured by address. */
 export const elasticIps = pulumi.all(addresses.publicIps)
 export const loadBalancerDnsName = loadBalancer.dnsName
+/** Where the VPC flow logs and NLB access logs go, when either is on. */
+export const logBucket = logs?.bucket
 export const bastionAddress = bastion.publicIp
 export const nodePrivateAddresses = pulumi.all(brokers.privateIps)
 /** The CA devices must trust (self-signed), or a note that the system trust store is enough. */

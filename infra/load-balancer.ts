@@ -20,6 +20,8 @@ export interface LoadBalancerArgs {
   wss: boolean
   /** A name to alias to the NLB in a Route 53 zone. */
   dns?: { domainName: string; hostedZoneId: string }
+  /** An S3 bucket (name) for access logs: one line per TLS connection, with the client address. */
+  accessLogBucket?: pulumi.Input<string>
 }
 
 /** TCP health check on the traffic port: with PROXY v2 on, the NLB opens it with a v2 LOCAL header, which the broker accepts. */
@@ -58,6 +60,7 @@ export class LoadBalancer extends pulumi.ComponentResource {
         subnetMappings: args.publicSubnetIds.map((subnetId, i) => ({ subnetId, allocationId: args.allocationIds[i] })),
         securityGroups: [args.securityGroupId],
         enableCrossZoneLoadBalancing: true,
+        ...(args.accessLogBucket !== undefined ? { accessLogs: { bucket: args.accessLogBucket, prefix: 'nlb', enabled: true } } : {}),
         tags: { Name: name },
       },
       { parent: this },

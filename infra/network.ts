@@ -7,6 +7,8 @@ export interface NetworkArgs {
   /** `single`: one NAT gateway for all private subnets; `perAz`: one per zone (no cross-zone dependency). */
   natGateways: 'single' | 'perAz'
   cidrBlock?: string
+  /** An S3 bucket ARN: the VPC's flow logs (accepted and rejected traffic) go there. */
+  flowLogBucketArn?: pulumi.Input<string>
 }
 
 export const VPC_CIDR = '10.0.0.0/16'
@@ -55,6 +57,17 @@ export class Network extends pulumi.ComponentResource {
       { parent: this },
     )
     this.vpcId = vpc.id
+    // The VPC's default security group allows everything among its members and all egress; nothing
+    // here uses it, and a resource added by hand would silently get it. Taking it over with no
+    // rules leaves it empty.
+    new aws.ec2.DefaultSecurityGroup(`${name}-default`, { vpcId: vpc.id, tags: { Name: `${name}-default-unused` } }, { parent: this })
+    if (args.flowLogBucketArn !== undefined) {
+      new aws.ec2.FlowLog(
+        `${name}-flow-log`,
+        { vpcId: vpc.id, trafficType: 'ALL', logDestinationType: 's3', logDestination: args.flowLogBucketArn, tags: { Name: `${name}-flow-log` } },
+        { parent: this },
+      )
+    }
 
     const internetGateway = new aws.ec2.InternetGateway(`${name}-igw`, { vpcId: vpc.id, tags: { Name: `${name}-igw` } }, { parent: this })
     const publicRoutes = new aws.ec2.RouteTable(

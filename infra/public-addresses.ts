@@ -20,7 +20,9 @@ export class PublicAddresses extends pulumi.ComponentResource {
     if (!Number.isInteger(args.subnetCount) || args.subnetCount < 1) throw new Error(`subnetCount: ${args.subnetCount} is not allowed; at least one is needed`)
     const addresses = Array.from(
       { length: args.subnetCount },
-      (_, i) => new aws.ec2.Eip(`${name}-${i + 1}`, { domain: 'vpc', tags: { Name: `${name}-${i + 1}` } }, { parent: this }),
+      // Protected: devices and firewalls are configured with these addresses, and a released Elastic
+      // IP is gone for good. `pulumi destroy` stops at them until they are unprotected (docs/deploy-aws.md).
+      (_, i) => new aws.ec2.Eip(`${name}-${i + 1}`, { domain: 'vpc', tags: { Name: `${name}-${i + 1}` } }, { parent: this, protect: true }),
     )
     this.allocationIds = addresses.map((a) => a.allocationId)
     this.publicIps = addresses.map((a) => a.publicIp)

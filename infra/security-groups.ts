@@ -22,7 +22,7 @@ type Peer = { cidrIpv4: string } | { referencedSecurityGroupId: pulumi.Input<str
  * - NLB: 8883 (and 443) from `mqttAllowedCidrs`; out only to the brokers' MQTT ports.
  * - brokers: MQTT from the NLB only (traffic and health checks), management, Redis and Sentinel
  *   from each other only, SSH from the bastion only; out to each other, Redis, and HTTPS/HTTP
- *   for SSM, CloudWatch and Debian updates (through NAT).
+ *   for SSM, AWS APIs and Debian updates (through NAT).
  * - bastion: SSH from `adminCidr` only; out only SSH to the brokers.
  * - redis (ElastiCache): 6379 from the brokers only.
  */
@@ -87,9 +87,9 @@ export class SecurityGroups extends pulumi.ComponentResource {
     ingress('bastion-ssh-from-admin', bastion, PORTS.ssh, { cidrIpv4: args.adminCidr }, `SSH from the admin network ${args.adminCidr}`)
     egress('bastion-ssh-to-broker', bastion, PORTS.ssh, from(broker), 'SSH to the brokers')
 
-    // Outbound through NAT: SSM agent, CloudWatch agent and AWS APIs over HTTPS; Debian updates over HTTP
+    // Outbound through NAT: SSM agent and AWS APIs over HTTPS; Debian updates over HTTP
     // (apt verifies the signed Release files, so plain HTTP mirrors are the Debian default).
-    egress('broker-https-out', broker, 443, { cidrIpv4: '0.0.0.0/0' }, 'HTTPS: SSM, CloudWatch, AWS APIs')
+    egress('broker-https-out', broker, 443, { cidrIpv4: '0.0.0.0/0' }, 'HTTPS: SSM, AWS APIs')
     egress('broker-http-out', broker, 80, { cidrIpv4: '0.0.0.0/0' }, 'HTTP: Debian package mirrors')
 
     this.loadBalancerGroupId = loadBalancer.id

@@ -70,6 +70,8 @@ describe('parseStackConfig', () => {
     ['a list of CIDRs, duplicates dropped', { mqttAllowedCidrs: '["10.0.0.0/8","10.0.0.0/8","192.0.2.1/32"]' }, (c) => c.mqttAllowedCidrs, ['10.0.0.0/8', '192.0.2.1/32']],
     ['perAz NAT', { natGateways: 'perAz' }, (c) => c.natGateways, 'perAz'],
     ['wss', { wss: 'true' }, (c) => c.wss, true],
+    ['vpcFlowLogs', { vpcFlowLogs: 'true' }, (c) => c.vpcFlowLogs, true],
+    ['nlbAccessLogs', { nlbAccessLogs: 'true' }, (c) => c.nlbAccessLogs, true],
     ['China partition', { 'aws:region': 'cn-north-1' }, (c) => c.partition, 'aws-cn'],
     ['GovCloud partition', { 'aws:region': 'us-gov-west-1' }, (c) => c.partition, 'aws-us-gov'],
   ]
@@ -107,6 +109,7 @@ describe('parseStackConfig', () => {
     ['ami malformed', { ami: 'debian' }, /^ami: "debian" is not allowed; use debian-12 .* or an AMI id/],
     ['natGateways unknown', { natGateways: 'none' }, /^natGateways: "none" is not allowed; use one of single, perAz$/],
     ['wss not a boolean', { wss: 'yes' }, /^wss: "yes" is not allowed; use true or false$/],
+    ['vpcFlowLogs not a boolean', { vpcFlowLogs: 'on' }, /^vpcFlowLogs: "on" is not allowed; use true or false$/],
     ['sshUser malformed', { sshUser: 'Admin User' }, /^sshUser: "Admin User" is not a Linux user name/],
     ['bundlePath not a tarball', { bundlePath: 'dist/fleetmq.zip' }, /^bundlePath: "dist\/fleetmq\.zip" is not a \.tar\.gz bundle/],
     ['provisionDir not named provision', { provisionDir: 'scripts' }, /^provisionDir: "scripts" must be a folder named provision/],

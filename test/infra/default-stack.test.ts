@@ -80,13 +80,14 @@ test('the resource graph of the default stack', () => {
     'aws:ec2/routeTableAssociation:RouteTableAssociation': 6,
     'aws:ec2/eip:Eip': 4,
     'aws:ec2/natGateway:NatGateway': 1,
+    'aws:ec2/defaultSecurityGroup:DefaultSecurityGroup': 1,
     'aws:ec2/securityGroup:SecurityGroup': 3,
     'aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule': 7,
     'aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule': 7,
     'aws:ec2/keyPair:KeyPair': 1,
     'aws:ec2/instance:Instance': 4,
     'aws:iam/role:Role': 1,
-    'aws:iam/rolePolicyAttachment:RolePolicyAttachment': 2,
+    'aws:iam/rolePolicyAttachment:RolePolicyAttachment': 1,
     'aws:iam/instanceProfile:InstanceProfile': 1,
     'aws:lb/loadBalancer:LoadBalancer': 1,
     'aws:lb/targetGroup:TargetGroup': 1,
@@ -102,4 +103,11 @@ test('the resource graph of the default stack', () => {
     'command:remote:Command': 3 * 8 + 2,
     'command:remote:CopyToRemote': 6,
   })
+})
+
+test('flow logs and NLB access logs are off by default: no log bucket, no flow log, no access logs', () => {
+  assert.equal(ofType(run, 'aws:s3/bucket:Bucket').length, 0)
+  assert.equal(ofType(run, 'aws:ec2/flowLog:FlowLog').length, 0)
+  assert.equal(ofType(run, 'aws:lb/loadBalancer:LoadBalancer')[0].inputs.accessLogs, undefined)
+  assert.equal(run.outputs.logBucket, undefined)
 })

@@ -151,7 +151,7 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     }
   })
 
-  test('instance profile: the SSM and CloudWatch agent policies, nothing else', () => {
+  test('instance profile: the SSM agent policy, nothing else (no CloudWatch agent runs)', () => {
     const role = ofType(run, 'aws:iam/role:Role')
     assert.equal(role.length, 1)
     assert.deepEqual(JSON.parse(role[0].inputs.assumeRolePolicy).Statement, [
@@ -159,7 +159,6 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     ])
     assert.deepEqual(ofType(run, 'aws:iam/rolePolicyAttachment:RolePolicyAttachment').map((a) => a.inputs.policyArn).sort(), [
       'arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore',
-      'arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy',
     ])
     assert.equal(ofType(run, 'aws:iam/rolePolicy:RolePolicy').length, 0)
   })
@@ -181,6 +180,16 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     const allocations = nlb.inputs.subnetMappings.map((m: any) => m.allocationId)
     assert.equal(new Set(allocations).size, publicSubnets.length, 'a distinct Elastic IP per subnet')
     for (const address of addresses) assert.equal(address.inputs.domain, 'vpc')
+    // Devices are configured with these: `pulumi destroy` must not release them unasked.
+    for (const address of addresses) assert.equal(address.protect, true, `${address.name} is protected`)
+  })
+
+  test("the VPC's default security group is taken over with no rules", () => {
+    const [group] = ofType(run, 'aws:ec2/defaultSecurityGroup:DefaultSecurityGroup')
+    assert.ok(group, 'a DefaultSecurityGroup resource')
+    assert.equal(group.inputs.vpcId, idOf(ofType(run, 'aws:ec2/vpc:Vpc')[0]))
+    assert.equal(group.inputs.ingress, undefined)
+    assert.equal(group.inputs.egress, undefined)
   })
 
   test(`TLS listener(s) with ${TLS_POLICY}, forwarding to TCP target groups with PROXY v2 and passing health checks`, () => {
@@ -356,6 +365,8 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     assert.ok(command.includes(`admin@${run.outputs.bastionAddress}`))
     assert.ok(command.includes(`-L 18083:127.0.0.1:18083 admin@${(run.outputs.nodePrivateAddresses as string[])[0]}`))
     assert.ok(command.includes('StrictHostKeyChecking=yes'))
+    // The key file is created private: umask before the write, not a chmod after it.
+    assert.match(command, /^\(umask 077 && rm -f fleetmq-ssh\.key && pulumi stack output --show-secrets sshPrivateKey > fleetmq-ssh\.key\) && /)
     const knownHosts = String(run.outputs.knownHosts).trim().split('\n')
     assert.equal(knownHosts.length, expected.nodeCount + 1)
   })

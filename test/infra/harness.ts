@@ -24,6 +24,8 @@ export interface RecordedResource {
   /** Names of the resources in `dependsOn`. */
   dependsOn: string[]
   ignoreChanges: string[]
+  /** `protect` in the resource options: `pulumi destroy` stops at it. */
+  protect: boolean
   /** What the mock answered: inputs plus the computed outputs. */
   state: Record<string, any>
 }
@@ -84,6 +86,14 @@ const RESOURCE_OUTPUTS: Record<string, (name: string, inputs: Record<string, any
     return { publicIp: `198.51.100.${n}`, allocationId: `eipalloc-${n}` }
   },
   'aws:ec2/natGateway:NatGateway': () => ({}),
+  'aws:ec2/defaultSecurityGroup:DefaultSecurityGroup': () => ({}),
+  'aws:ec2/flowLog:FlowLog': () => ({}),
+  'aws:s3/bucket:Bucket': (name) => ({ bucket: `${name}-bucket`, arn: `arn:aws:s3:::${name}-bucket` }),
+  'aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock': () => ({}),
+  'aws:s3/bucketOwnershipControls:BucketOwnershipControls': () => ({}),
+  'aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration': () => ({}),
+  'aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration': () => ({}),
+  'aws:s3/bucketPolicy:BucketPolicy': () => ({}),
   'aws:ec2/securityGroup:SecurityGroup': () => ({}),
   'aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule': () => ({}),
   'aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule': () => ({}),
@@ -146,7 +156,7 @@ export async function runProgram(config: Record<string, string>, options: MockOp
   const calls: RecordedCall[] = []
   const warnings: string[] = []
   const names = new WeakMap<pulumi.Resource, string>()
-  const optionsByName = new Map<string, { parent?: string; dependsOn: string[]; ignoreChanges: string[] }>()
+  const optionsByName = new Map<string, { parent?: string; dependsOn: string[]; ignoreChanges: string[]; protect: boolean }>()
 
   await pulumi.runtime.setMocks(
     {
@@ -155,11 +165,14 @@ export async function runProgram(config: Record<string, string>, options: MockOp
         if (!outputs) throw new Error(`mocks: unexpected resource type ${args.type} (${args.name}); add it to the harness if the program really needs it`)
         const recorded = optionsByName.get(`${args.type}::${args.name}`)
         const state = { ...args.inputs, ...outputs(args.name, args.inputs) }
-        resources.push({ type: args.type, name: args.name, inputs: args.inputs, dependsOn: [], ignoreChanges: [], ...recorded, state })
+        resources.push({ type: args.type, name: args.name, inputs: args.inputs, dependsOn: [], ignoreChanges: [], protect: false, ...recorded, state })
         return { id: `${args.name}-id`, state }
       },
       call(args) {
         calls.push({ token: args.token, inputs: args.inputs })
+        if (args.token === 'aws:index/getCallerIdentity:getCallerIdentity') {
+          return { accountId: '123456789012', arn: 'arn:aws:iam::123456789012:user/test', id: '123456789012', userId: 'AIDATEST' }
+        }
         if (args.token === 'aws:index/getAvailabilityZones:getAvailabilityZones') {
           const zoneNames = options.zones ?? ZONES
           return { id: REGION, names: zoneNames, zoneIds: zoneNames.map((_, i) => `euw1-az${i + 1}`) }
@@ -192,6 +205,7 @@ export async function runProgram(config: Record<string, string>, options: MockOp
       parent: args.opts.parent ? names.get(args.opts.parent) : undefined,
       dependsOn: dependsOn.map((d) => names.get(d as pulumi.Resource) ?? '?'),
       ignoreChanges: args.opts.ignoreChanges ?? [],
+      protect: args.opts.protect === true,
     })
     return undefined
   })
