@@ -21,6 +21,8 @@ export const IMAGE_PACKAGES = Object.freeze([
   'openssl', 'grub-pc-bin', 'e2fsprogs',
   // cloud-init's growpart needs it: a marketplace disk is larger than the image, the root grows to fill it.
   'cloud-guest-utils',
+  // Debian's security updates install themselves (install-image-files turns them on).
+  'unattended-upgrades',
 ])
 
 /** Trims that make the image smaller without changing what runs. */

@@ -57,7 +57,7 @@ test('validate names every piece of per-instance state left in an image, cleanup
     'log left: /var/log/syslog',
     'cloud-init state left: /var/lib/cloud',
     'SSH accepts passwords: PasswordAuthentication is yes',
-    'SSH lets root log in with a password: PermitRootLogin is yes',
+    'SSH lets root log in: PermitRootLogin is yes (set it to no)',
     'secret left: /etc/fleetmq/secrets/cluster-secret',
     "Sentinel identity left: 'sentinel myid'",
     'credentials left: /root/fleetmq-credentials',
@@ -85,6 +85,7 @@ test('validate names every piece of per-instance state left in an image, cleanup
   assert.equal(readFileSync(join(root, 'etc/machine-id'), 'utf8'), '')
   assert.ok(!existsSync(join(root, 'etc/ssh/ssh_host_ed25519_key')))
   assert.match(readFileSync(join(root, 'etc/ssh/sshd_config.d/01-fleetmq-hardening.conf'), 'utf8'), /^PasswordAuthentication no$/m)
+  assert.match(readFileSync(join(root, 'etc/ssh/sshd_config.d/01-fleetmq-hardening.conf'), 'utf8'), /^PermitRootLogin no$/m)
   assert.doesNotMatch(readFileSync(join(root, 'etc/redis/sentinel.conf'), 'utf8'), /^sentinel myid /m)
   assert.doesNotMatch(readFileSync(join(root, 'etc/redis/redis.conf'), 'utf8') + readFileSync(join(root, 'etc/redis/sentinel.conf'), 'utf8'), /the-redis-password-of-the-builder/)
   // Debian's own settings stay: Redis still starts from this file.

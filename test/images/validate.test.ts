@@ -53,7 +53,7 @@ test('validate fails a dirty root filesystem and names each finding', async () =
       'authorized_keys file left: /home/admin/.ssh/authorized_keys',
       'SSH host key left: /etc/ssh/ssh_host_ed25519_key',
       'SSH accepts passwords: PasswordAuthentication is yes',
-      'SSH lets root log in with a password: PermitRootLogin is yes',
+      'SSH lets root log in: PermitRootLogin is yes (set it to no)',
       'account root has a password or password hash in /etc/shadow',
       'account admin has an empty password in /etc/shadow',
       'shell history left: /root/.bash_history',

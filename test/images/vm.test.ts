@@ -94,7 +94,19 @@ test('the build writes the qcow2, its SHA-256 and a manifest of what is inside',
   assert.match(manifest.node, /^\d+\.\d+\.\d+$/)
   assert.ok(!Number.isNaN(Date.parse(manifest.builtAt)))
   const names = new Set(manifest.packages.map((p) => p.name))
-  for (const name of ['openssh-server', 'cloud-init', 'redis-server', 'redis-sentinel', 'linux-image-cloud-amd64']) assert.ok(names.has(name), `${name} missing from the manifest`)
+  for (const name of ['openssh-server', 'cloud-init', 'redis-server', 'redis-sentinel', 'linux-image-cloud-amd64', 'unattended-upgrades']) assert.ok(names.has(name), `${name} missing from the manifest`)
+})
+
+test('security updates install themselves: unattended-upgrades on, apt lists refreshed daily', () => {
+  const periodic = readFileSync(join(rootfs, 'etc/apt/apt.conf.d/20auto-upgrades'), 'utf8')
+  assert.match(periodic, /^APT::Periodic::Unattended-Upgrade "1";$/m)
+  assert.match(periodic, /^APT::Periodic::Update-Package-Lists "1";$/m)
+})
+
+test('root never logs in over SSH; passwords are off', () => {
+  const hardening = readFileSync(join(rootfs, 'etc/ssh/sshd_config.d/01-fleetmq-hardening.conf'), 'utf8')
+  assert.match(hardening, /^PermitRootLogin no$/m)
+  assert.match(hardening, /^PasswordAuthentication no$/m)
 })
 
 test('first boot: FleetMQ answers MQTT with the generated credentials and refuses anonymous clients', { timeout: BOOT_DEADLINE_MS + 60_000 }, async () => {

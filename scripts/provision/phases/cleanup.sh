@@ -17,10 +17,10 @@ clean_ssh() {
   ensure_dir "$R/etc/ssh/sshd_config.d" 0755 root:root
   # 01-: sshd keeps the first value it reads, so this file wins over cloud-init's 50-cloud-init.conf.
   write_file "$R/etc/ssh/sshd_config.d/01-fleetmq-hardening.conf" 0644 root:root <<'SSHD' || true
-# FleetMQ images: keys only, never passwords.
+# FleetMQ images: keys only, never passwords; root never logs in (admin has sudo).
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
+PermitRootLogin no
 PermitEmptyPasswords no
 SSHD
 }

@@ -58,7 +58,8 @@ check_ssh() {
   if [ "$kbd" != no ] && [ "$(sshd_setting usepam no)" = yes ]; then
     finding "SSH accepts passwords through PAM: KbdInteractiveAuthentication is $kbd (set it to no)"
   fi
-  [ "$root" = yes ] && finding "SSH lets root log in with a password: PermitRootLogin is yes (set it to prohibit-password)"
+  # Root logs in with nothing: the admin user and sudo leave a trail root's own login does not.
+  [ "$root" = no ] || finding "SSH lets root log in: PermitRootLogin is $root (set it to no)"
   return 0
 }
 
