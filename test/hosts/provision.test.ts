@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { Client as SshClient } from 'ssh2'
 import { connect as tcpConnect } from 'node:net'
@@ -27,6 +29,7 @@ let host: Host
 let ssh: SshClient
 
 const log = (line: string) => process.stderr.write(`# ${line}\n`)
+const runLocal = promisify(execFile)
 
 before(async () => {
   bundle = await buildBundle({ arch: 'x64', outDir: join(work, 'dist'), log: () => {} })
@@ -188,4 +191,28 @@ test('upgrade to a second bundle build keeps a persistent session and the old re
 
   const again = await provision(['upgrade'], { bundleFile: second.file })
   assert.match(again, /is already the current one/)
+})
+
+test('an upgrade whose release never becomes ready goes back to the old release and the settings file it ran with', { timeout: 400_000 }, async () => {
+  // A release that fails at start (its entry point exits) and ships a settings file of its own.
+  const broken = join(work, 'broken')
+  const unpacked = join(broken, 'unpacked')
+  mkdirSync(unpacked, { recursive: true })
+  const second = await buildBundle({ arch: 'x64', outDir: join(work, 'dist3'), sourceDateEpoch: bundle.manifest.sourceDateEpoch + 120, log: () => {} })
+  await runLocal('tar', ['-xzf', second.file, '-C', unpacked])
+  const [top] = readdirSync(unpacked)
+  writeFileSync(join(unpacked, top, 'bin/fleetmq.js'), '#!/usr/bin/env node\nprocess.exit(3)\n')
+  appendFileSync(join(unpacked, top, 'config/fleetmq.yaml'), '# the broken release\'s own settings\n')
+  const brokenBundle = join(broken, basename(second.file))
+  await runLocal('tar', ['-czf', brokenBundle, '-C', unpacked, top])
+
+  const settingsBefore = await sudo('sha256sum /etc/fleetmq/fleetmq.yaml')
+  const releaseBefore = await sudo('readlink /opt/fleetmq/current')
+  const failure = await provision(['upgrade'], { bundleFile: brokenBundle }).then(() => undefined, (err: unknown) => err)
+  assert.ok(failure instanceof ProvisionError, 'the upgrade fails')
+  assert.match(`${failure.message}\n${failure.output}`, /did not become ready; this node runs .* again/)
+  assert.equal(await sudo('readlink /opt/fleetmq/current'), releaseBefore)
+  assert.equal(await sudo('sha256sum /etc/fleetmq/fleetmq.yaml'), settingsBefore, 'the old settings file is back')
+  assert.equal(await sudo('ls -A /etc/fleetmq | grep -c before-upgrade || true'), '0', 'no copy left behind')
+  await pubSub('provision/after-rollback')
 })

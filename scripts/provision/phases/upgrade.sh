@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # upgrade: installs another bundle beside the running one and restarts this node onto it. The old
 # release stays in /opt/fleetmq for rollback; if the new one does not become ready, this node goes
-# back to the old one and the phase fails. Callers upgrade a cluster one node at a time.
+# back to the old one, with the settings file it ran with, and the phase fails. Callers upgrade a
+# cluster one node at a time.
 
 # Releases kept in /opt/fleetmq: the current one and the newest others, for rollback.
 readonly RELEASES_KEPT=3
@@ -32,6 +33,11 @@ phase_upgrade() {
     return
   fi
   step "switch to $(basename "$target")"
+  # The settings file the old release runs with, kept until the new one is ready: a rollback puts
+  # it back, so the old release never starts with the new release's settings.
+  local config_before
+  config_before=$(mktemp "$ETC_DIR/.fleetmq.yaml.before-upgrade.XXXXXX")
+  cp -p "$ETC_DIR/fleetmq.yaml" "$config_before"
   point_current "$target"
   install_unit
   write_file "$ETC_DIR/fleetmq.yaml" 0640 "root:$FLEETMQ_USER" <"$OPT_DIR/current/config/fleetmq.yaml" || true
@@ -40,14 +46,17 @@ phase_upgrade() {
     # SIGTERM drains: clients are told to go and sessions are flushed before the new release starts.
     systemctl restart fleetmq.service
     if ! broker_ready_within 90; then
-      warn "rolling back to $(basename "$previous")"
+      warn "rolling back to $(basename "$previous") and its settings file"
       point_current "$previous"
       install_unit
+      write_file "$ETC_DIR/fleetmq.yaml" 0640 "root:$FLEETMQ_USER" <"$config_before" || true
+      rm -f "$config_before"
       systemctl restart fleetmq.service
       broker_ready_within 90 || warn "the previous release does not become ready either"
       die "release $(basename "$target") did not become ready; this node runs $(basename "$previous") again"
     fi
   fi
+  rm -f "$config_before"
   step "old releases"
   prune_releases
   log "this node runs $(basename "$target"); $(basename "$previous") stays for rollback"
