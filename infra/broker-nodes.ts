@@ -68,7 +68,7 @@ export class BrokerNodes extends pulumi.ComponentResource {
       const hostKey = new tls.PrivateKey(`${nodeName}-host-key`, { algorithm: 'ED25519' }, { parent: this })
       const userData = pulumi
         .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh])
-        .apply(([privateKeyOpenssh, publicKeyOpenssh]) => hostKeyUserData({ privateKeyOpenssh, publicKeyOpenssh }))
+        .apply(([privateKeyOpenssh, publicKeyOpenssh]) => hostKeyUserData({ privateKeyOpenssh, publicKeyOpenssh }, { externalProvisioning: true }))
       const instance = new aws.ec2.Instance(
         nodeName,
         {

@@ -34,6 +34,8 @@ const OPTIONS = {
   cluster_secret: (v) => (typeof v === 'string' && Buffer.byteLength(v) >= 32 && !/\s/.test(v))
     || 'must be one word of at least 32 characters (the cluster secret from the seed\'s /root/fleetmq-credentials)',
   node_name: (v) => (typeof v === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(v)) || 'must be letters, digits, _ . - (at most 64)',
+  provisioning: (v) => v === 'external'
+    || "must be 'external': another tool (FleetMQ's Pulumi program, scripts/join-node) provisions this instance, and first boot leaves it alone",
 }
 
 function fail(message) {
@@ -91,6 +93,7 @@ function userdata() {
     `UD_ADMIN_PASSWORD_HASH=${shellQuote(section.admin_password_hash ?? '')}`,
     `UD_TLS=${section.tls_cert ? 1 : 0}`,
     `UD_CLUSTER_SECRET=${section.cluster_secret ? 1 : 0}`,
+    `UD_PROVISIONING=${shellQuote(section.provisioning ?? '')}`,
     '',
   ].join('\n'))
   if (section.tls_cert) {

@@ -267,6 +267,24 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
   }
 })
 
+test('user-data `provisioning: external` (what the Pulumi program sends): first boot makes no secrets and starts nothing', { timeout: 4 * 60_000 }, async () => {
+  const network = await createNetwork()
+  let host: ImageHost | undefined
+  try {
+    host = await bootImageHost(network, rootfs, 'pulumi-node', 3, 'fleetmq:\n  provisioning: external\n')
+    await waitForFirstBoot(host, 3 * 60_000)
+    const journal = (await host.exec('journalctl -u fleetmq-firstboot --no-pager')).stdout
+    assert.match(journal, /provisioning: external in the user-data: nothing to do here/)
+    assert.equal((await host.exec('test -e /root/fleetmq-credentials && echo present || echo absent')).stdout.trim(), 'absent')
+    assert.equal((await host.exec('ls -A /etc/fleetmq/secrets 2>/dev/null | wc -l')).stdout.trim(), '0', 'no secrets of its own')
+    assert.equal((await host.exec('systemctl is-active fleetmq.service redis-server.service', { allowFailure: true })).stdout.trim(), 'inactive\ninactive')
+    assert.match((await host.exec('cat /var/lib/fleetmq-provision/firstboot-done')).stdout, /^\d{4}-/, 'it does not run again at the next boot')
+  } finally {
+    await host?.stop()
+    await network.close()
+  }
+})
+
 test('the build refuses an image where a service listens before first boot', { timeout: 3 * 60_000 }, async () => {
   const { checkBootBeforeFirstboot } = await import('../../images/customize.js')
   const { run } = await import('../../images/run.js')

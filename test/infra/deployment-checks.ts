@@ -151,6 +151,13 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     }
   })
 
+  test('broker user-data tells the FleetMQ image\'s first boot that Pulumi provisions the node; the bastion\'s does not', () => {
+    // Without it, a node from an AMI built by images/aws ran first boot (its own secrets, a
+    // standalone cluster) and Pulumi's phases on top.
+    for (const vm of brokers) assert.match(plain(vm.inputs.userData) as string, /^fleetmq:\n {2}provisioning: external$/m, vm.name)
+    assert.doesNotMatch(plain(bastion?.inputs.userData) as string, /fleetmq:/)
+  })
+
   test('instance profile: the SSM agent policy, nothing else (no CloudWatch agent runs)', () => {
     const role = ofType(run, 'aws:iam/role:Role')
     assert.equal(role.length, 1)
