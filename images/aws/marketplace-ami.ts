@@ -1,4 +1,5 @@
 import * as aws from '@pulumi/aws'
+import * as command from '@pulumi/command'
 import * as pulumi from '@pulumi/pulumi'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
@@ -18,6 +19,12 @@ export interface MarketplaceAmiArgs {
   launchPermissionAccounts: string[]
   public: boolean
   subnetId?: string
+}
+
+/** The AWS CLI call that makes instances of `ami` IMDSv2-only by default. */
+export function imdsSupportCommand(region: string, ami: string | undefined): string {
+  if (!ami || !/^ami-[0-9A-Za-z]+$/.test(ami)) throw new Error(`Image Builder distributed no AMI to ${region} (got ${ami}); check the distribution's regions`)
+  return `aws ec2 modify-image-attribute --region ${region} --image-id ${ami} --imds-support v2.0`
 }
 
 /**
@@ -141,10 +148,18 @@ export class MarketplaceAmi extends pulumi.ComponentResource {
       tags,
     }, parent)
 
+    const built = image.outputResources.apply((resources) =>
+      Object.fromEntries(resources.flatMap((r) => r.amis).map((ami) => [ami.region, ami.image])))
+    // ImdsSupport v2.0: an instance launched from the AMI gets IMDSv2 only (session tokens), even
+    // when its launch does not ask for it; a process that can make the instance fetch a URL then
+    // cannot read the role's credentials. Image Builder's distribution has no such setting, so the
+    // AWS CLI sets it on each distributed AMI (once set, EC2 does not let it be unset).
+    const imds = args.regions.map((region) => new command.local.Command(`${name}-imds-${region}`, {
+      create: built.apply((amis) => imdsSupportCommand(region, amis[region])),
+    }, { parent: this, dependsOn: [image] }))
     this.bucket = bucket.bucket
     this.imageArn = image.arn
-    this.amis = image.outputResources.apply((resources) =>
-      Object.fromEntries(resources.flatMap((r) => r.amis).map((ami) => [ami.region, ami.image])))
+    this.amis = pulumi.all(imds.map((c) => c.stdout)).apply(() => built)
     this.registerOutputs({ bucket: this.bucket, amis: this.amis, imageArn: this.imageArn })
   }
 }

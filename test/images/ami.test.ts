@@ -37,6 +37,7 @@ const RESOURCE_OUTPUTS: Record<string, (name: string, inputs: Record<string, any
   'aws:iam/instanceProfile:InstanceProfile': (name) => ({ name: `${name}-x` }),
   'aws:imagebuilder/infrastructureConfiguration:InfrastructureConfiguration': (name) => ({ arn: `arn:aws:imagebuilder:${REGION}:123456789012:infrastructure-configuration/${name}` }),
   'aws:imagebuilder/distributionConfiguration:DistributionConfiguration': (name) => ({ arn: `arn:aws:imagebuilder:${REGION}:123456789012:distribution-configuration/${name}` }),
+  'command:local:Command': () => ({ stdout: '', stderr: '' }),
   'aws:imagebuilder/image:Image': (_n, inputs) => ({
     arn: `arn:aws:imagebuilder:${REGION}:123456789012:image/fleetmq/0.1.0/1`,
     outputResources: [{ amis: ['us-east-1', 'eu-west-1'].map((region, i) => ({ region, image: `ami-0fleetmq${i}`, name: 'fleetmq', accountId: '123456789012', description: '' })), containers: [] }],
@@ -152,6 +153,14 @@ test('the distribution names the AMI with the version, tags it and shares it as 
     assert.deepEqual(ami.launchPermission, { userIds: [MARKETPLACE_ACCOUNT] })
   }
   assert.deepEqual(outputs.amis, { 'us-east-1': 'ami-0fleetmq0', 'eu-west-1': 'ami-0fleetmq1' })
+})
+
+test('every distributed AMI gets ImdsSupport v2.0 (instances from it are IMDSv2-only), once the image exists', () => {
+  const calls = resources.filter((r) => r.type === 'command:local:Command').map((r) => r.inputs.create as string).sort()
+  assert.deepEqual(calls, [
+    'aws ec2 modify-image-attribute --region eu-west-1 --image-id ami-0fleetmq1 --imds-support v2.0',
+    'aws ec2 modify-image-attribute --region us-east-1 --image-id ami-0fleetmq0 --imds-support v2.0',
+  ])
 })
 
 test('bad AMI config is refused with every problem named', () => {
