@@ -1,7 +1,7 @@
 import * as aws from '@pulumi/aws'
 import * as pulumi from '@pulumi/pulumi'
-import * as tls from '@pulumi/tls'
-import { hostKeyUserData } from './cloud-init.js'
+import * as command from '@pulumi/command'
+import { consoleHostKeyScript, nodeUserData } from './cloud-init.js'
 import { METADATA_OPTIONS, rootVolume } from './instance-settings.js'
 
 export interface BrokerNodesArgs {
@@ -13,6 +13,8 @@ export interface BrokerNodesArgs {
   securityGroupId: pulumi.Input<string>
   keyName: pulumi.Input<string>
   partition: string
+  /** The region, for `aws ec2 get-console-output` (the pinned host keys). */
+  region: string
   /** Root volume size (GiB): OS, broker, Redis data and logs. */
   rootVolumeGiB?: number
 }
@@ -23,7 +25,7 @@ export interface BrokerNode {
   readonly index: number
   readonly instance: aws.ec2.Instance
   readonly privateIp: pulumi.Output<string>
-  /** The pinned SSH host key, `ssh-ed25519 AAAA...`. */
+  /** The pinned SSH host key, `ssh-ed25519 AAAA...`, as the node printed it on its console. */
   readonly hostPublicKey: pulumi.Output<string>
 }
 
@@ -36,7 +38,10 @@ export function brokerPolicyArns(partition: string): string[] {
   return [`arn:${partition}:iam::aws:policy/AmazonSSMManagedInstanceCore`]
 }
 
-/** The broker VMs: EC2 instances in the private subnets, IMDSv2 only, encrypted gp3, pinned host keys. */
+/**
+ * The broker VMs: EC2 instances in the private subnets, IMDSv2 only, encrypted gp3, host keys made
+ * on each node and pinned from its console output.
+ */
 export class BrokerNodes extends pulumi.ComponentResource {
   readonly nodes: readonly BrokerNode[]
   readonly instanceIds: pulumi.Output<string>[]
@@ -65,10 +70,6 @@ export class BrokerNodes extends pulumi.ComponentResource {
 
     this.nodes = Array.from({ length: args.count }, (_, index) => {
       const nodeName = `${name}-${index + 1}`
-      const hostKey = new tls.PrivateKey(`${nodeName}-host-key`, { algorithm: 'ED25519' }, { parent: this })
-      const userData = pulumi
-        .all([hostKey.privateKeyOpenssh, hostKey.publicKeyOpenssh])
-        .apply(([privateKeyOpenssh, publicKeyOpenssh]) => hostKeyUserData({ privateKeyOpenssh, publicKeyOpenssh }, { externalProvisioning: true }))
       const instance = new aws.ec2.Instance(
         nodeName,
         {
@@ -81,14 +82,19 @@ export class BrokerNodes extends pulumi.ComponentResource {
           iamInstanceProfile: profile.name,
           metadataOptions: METADATA_OPTIONS,
           rootBlockDevice: rootVolume(args.rootVolumeGiB ?? 20),
-          userData: pulumi.secret(userData),
+          userData: nodeUserData({ externalProvisioning: true }),
           tags: { Name: nodeName, 'fleetmq:role': 'broker' },
           volumeTags: { Name: nodeName },
         },
         // A new AMI from the region's Debian lookup must not replace running brokers by itself.
         { parent: this, ignoreChanges: ['ami'] },
       )
-      return { name: nodeName, index, instance, privateIp: instance.privateIp, hostPublicKey: hostKey.publicKeyOpenssh.apply((key) => key.trim()) }
+      const hostKey = new command.local.Command(`${nodeName}-host-key`, {
+        create: instance.id.apply((instanceId) => consoleHostKeyScript({ region: args.region, instanceId })),
+        // A replaced instance has new keys: read them again.
+        triggers: [instance.id],
+      }, { parent: this })
+      return { name: nodeName, index, instance, privateIp: instance.privateIp, hostPublicKey: hostKey.stdout.apply((key) => key.trim()) }
     })
     this.instanceIds = this.nodes.map((n) => n.instance.id)
     this.privateIps = this.nodes.map((n) => n.privateIp)

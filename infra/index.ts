@@ -53,6 +53,7 @@ const bastion = new Bastion(`${name}-bastion`, {
   subnetId: network.publicSubnetIds[0],
   securityGroupId: securityGroups.bastionGroupId,
   keyName: secrets.keyName,
+  region: config.region,
 })
 const brokers = new BrokerNodes(`${name}-node`, {
   count: config.nodeCount,
@@ -62,6 +63,7 @@ const brokers = new BrokerNodes(`${name}-node`, {
   securityGroupId: securityGroups.brokerGroupId,
   keyName: secrets.keyName,
   partition: config.partition,
+  region: config.region,
 })
 const elasticache =
   config.redis.kind === 'elasticache' && securityGroups.redisGroupId

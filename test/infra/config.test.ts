@@ -3,12 +3,14 @@
  * these run in milliseconds.
  */
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { parse as parseYaml } from 'yaml'
 import { configFromEnv } from '../../broker/config/env.js'
-import { hostKeyUserData, knownHostsLine } from '../../infra/cloud-init.js'
+import { consoleHostKeyScript, hostKeyFromConsole, knownHostsLine, nodeUserData } from '../../infra/cloud-init.js'
 import {
   CONFIG_DEFAULTS,
   CONFIG_KEYS,
@@ -265,17 +267,60 @@ describe('helpers', () => {
     })
   })
 
-  test('user-data installs the host key and turns password logins off; known_hosts pins it', () => {
-    const userData = hostKeyUserData({ privateKeyOpenssh: '-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n', publicKeyOpenssh: 'ssh-ed25519 AAAAkey comment\n' })
-    assert.match(userData, /^#cloud-config\n/)
-    const document = parseYaml(userData)
-    assert.deepEqual(document, {
-      ssh_deletekeys: true,
-      ssh_genkeytypes: [],
-      ssh_keys: { ed25519_private: '-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n', ed25519_public: 'ssh-ed25519 AAAAkey comment' },
-      ssh_pwauth: false,
-      disable_root: true,
-    })
+  test('user-data carries no host key (IMDS serves it to every local user) and turns password logins off; known_hosts pins a key', () => {
+    for (const userData of [nodeUserData(), nodeUserData({ externalProvisioning: true })]) {
+      assert.match(userData, /^#cloud-config\n/)
+      assert.doesNotMatch(userData, /PRIVATE KEY|ssh_keys/)
+    }
+    assert.deepEqual(parseYaml(nodeUserData()), { ssh_pwauth: false, disable_root: true })
+    assert.deepEqual(parseYaml(nodeUserData({ externalProvisioning: true })), { fleetmq: { provisioning: 'external' }, ssh_pwauth: false, disable_root: true })
     assert.equal(knownHostsLine('10.0.0.1', 'ssh-ed25519 AAAAkey comment\n'), '10.0.0.1 ssh-ed25519 AAAAkey')
+  })
+
+  // What cloud-init prints on an EC2 console (write-ssh-key-fingerprints), keys as a VM made them.
+  const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ5nQ0n0Rkq7mZxg0bqg3kQkq6u2mWl3yq8B0r1cX2dF'
+  const CONSOLE = [
+    '[   12.345678] cloud-init[612]: Cloud-init v. 22.4.2 running \'modules:final\'',
+    'ec2: #############################################################',
+    'ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----',
+    'ec2: 256 SHA256:Zm9vYmFyYmF6 root@ip-10-0-32-10 (ED25519)',
+    'ec2: -----END SSH HOST KEY FINGERPRINTS-----',
+    '-----BEGIN SSH HOST KEY KEYS-----',
+    'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBFakeEcdsa= root@ip-10-0-32-10',
+    `${ED25519} root@ip-10-0-32-10`,
+    '-----END SSH HOST KEY KEYS-----',
+    '[   13.000000] cloud-init[612]: Cloud-init v. 22.4.2 finished',
+  ].join('\n')
+
+  test('the host key is read from the VM\'s console output: the ed25519 key of the keys block, nothing before the block ends', () => {
+    assert.equal(hostKeyFromConsole(CONSOLE), ED25519)
+    assert.equal(hostKeyFromConsole(CONSOLE.replace(/-----END SSH HOST KEY KEYS-----[^]*$/, '')), undefined, 'a block still being written')
+    assert.equal(hostKeyFromConsole('[    1.0] Linux version 6.1.0'), undefined, 'a console before cloud-init')
+    assert.equal(hostKeyFromConsole(CONSOLE.replace(ED25519, '')), undefined, 'no ed25519 key')
+  })
+
+  test('the operator-side script waits for the key on the console (aws ec2 get-console-output) and prints it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-console-'))
+    try {
+      // A stand-in for the AWS CLI: the console is empty on the first call, then shows the keys.
+      writeFileSync(join(dir, 'aws'), `#!/usr/bin/env bash\necho "$*" >> "${dir}/calls"\nif [ -f "${dir}/booted" ]; then cat "${dir}/console"; else touch "${dir}/booted"; echo; fi\n`, { mode: 0o755 })
+      writeFileSync(join(dir, 'console'), CONSOLE)
+      writeFileSync(join(dir, 'sleep'), '#!/usr/bin/env bash\n', { mode: 0o755 })
+      const script = consoleHostKeyScript({ region: 'eu-west-1', instanceId: 'i-0123456789abcdef0', timeoutSeconds: 60 })
+      const result = spawnSync('bash', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } })
+      assert.equal(result.status, 0, result.stderr)
+      assert.equal(result.stdout, `${ED25519}\n`)
+      const calls = readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n')
+      assert.equal(calls.length, 2, 'asked again until the keys showed')
+      assert.equal(calls[0], 'ec2 get-console-output --region eu-west-1 --instance-id i-0123456789abcdef0 --latest --output text --query Output')
+      // A VM whose console never shows the keys: the script gives up at its deadline, naming the VM.
+      writeFileSync(join(dir, 'console'), 'no keys here\n')
+      const missing = spawnSync('bash', ['-c', consoleHostKeyScript({ region: 'eu-west-1', instanceId: 'i-0123456789abcdef0', timeoutSeconds: 0 })],
+        { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } })
+      assert.equal(missing.status, 1)
+      assert.match(missing.stderr, /i-0123456789abcdef0: no SSH host key on its console within 0 s/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

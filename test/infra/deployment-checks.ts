@@ -134,7 +134,7 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
     assert.equal(bastion.inputs.iamInstanceProfile, undefined, 'the bastion needs no AWS API')
   })
 
-  test('every VM: IMDSv2 required (hop limit 1), encrypted gp3 root, key pair, pinned host key in user-data', () => {
+  test('every VM: IMDSv2 required (hop limit 1), encrypted gp3 root, key pair, no host key in user-data: pinned from its console', () => {
     for (const vm of instances) {
       assert.equal(vm.inputs.metadataOptions.httpTokens, 'required', vm.name)
       assert.equal(vm.inputs.metadataOptions.httpEndpoint, 'enabled', vm.name)
@@ -142,11 +142,15 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
       assert.equal(vm.inputs.rootBlockDevice.encrypted, true, vm.name)
       assert.equal(vm.inputs.rootBlockDevice.volumeType, 'gp3', vm.name)
       assert.equal(vm.inputs.keyName, 'fleetmq-ssh-key')
-      assert.ok(isSecretInput(vm.inputs.userData), `${vm.name}: user-data holds a private host key, so it is secret`)
       const userData = plain(vm.inputs.userData) as string
       assert.match(userData, /^#cloud-config\n/)
-      assert.match(userData, /ssh_deletekeys: true/)
-      assert.ok(userData.includes(`ed25519_public: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5${Buffer.from(`${vm.name}-host-key`).toString('base64')}`), vm.name)
+      // Any local user reads user-data from IMDS: no private key may be in it.
+      assert.doesNotMatch(userData, /PRIVATE KEY|ssh_keys/, vm.name)
+      assert.match(userData, /^ssh_pwauth: false$/m)
+      const reader = named(run, `${vm.name}-host-key`)
+      assert.equal(reader.type, 'command:local:Command')
+      assert.match(reader.inputs.create, new RegExp(`aws ec2 get-console-output --region eu-west-1 --instance-id ${vm.name}-id --latest`))
+      assert.deepEqual(reader.inputs.triggers, [`${vm.name}-id`], 'a replaced VM has its keys read again')
       assert.deepEqual(vm.ignoreChanges, ['ami'], 'a newer Debian AMI does not replace running VMs')
     }
   })

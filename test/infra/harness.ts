@@ -133,6 +133,11 @@ const RESOURCE_OUTPUTS: Record<string, (name: string, inputs: Record<string, any
   'tls:index/locallySignedCert:LocallySignedCert': (name) => ({ certPem: `-----BEGIN CERTIFICATE-----\n${name}\n-----END CERTIFICATE-----\n` }),
   'random:index/randomPassword:RandomPassword': (name) => ({ result: `secret-of-${name}` }),
   'command:remote:Command': () => ({ stdout: '', stderr: '' }),
+  // What the console-reading scripts print: the VM's own host key (a stand-in derived from the name).
+  'command:local:Command': (name) => ({
+    stdout: name.endsWith('-host-key') ? `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5${Buffer.from(name).toString('base64')}\n` : '',
+    stderr: '',
+  }),
   'command:remote:CopyToRemote': () => ({}),
 }
 
