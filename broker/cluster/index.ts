@@ -13,6 +13,7 @@ import type { FleetmqNode } from '../server.js'
 import type { Metrics } from '../mgmt/metrics.js'
 import { createRedisSharedGroups, type RedisSharedSubscriptionGroups } from '../shared/redis-groups.js'
 import { createBackend, type Backend, type BackendStatus } from './backend.js'
+import { signRequest, unseal, type SignedHeaders } from './signed-request.js'
 import { descriptorFromConfig, parseDescriptor, planJoin, removeStoredCluster, storeDescriptor } from './descriptor.js'
 import { drainClients } from './drain.js'
 import { createMembership, type Membership, type NodeRecord, type NodeStatus } from './membership.js'
@@ -76,16 +77,24 @@ export function seedUrl(seed: string, path: string): string {
 export async function fetchDescriptor(seed: string, secret: string): Promise<ReturnType<typeof parseDescriptor>> {
   const url = seedUrl(seed, `${CLUSTER_API}/descriptor`)
   let res: Response
+  let signed: SignedHeaders
   try {
-    res = await fetch(url, { headers: { authorization: `Bearer ${secret}` }, signal: AbortSignal.timeout(SEED_TIMEOUT_MS) })
+    signed = signRequest(secret, 'GET', `${CLUSTER_API}/descriptor`)
+    res = await fetch(url, { headers: { authorization: signed.authorization }, signal: AbortSignal.timeout(SEED_TIMEOUT_MS) })
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
     throw new FleetmqError('CLUSTER', `cannot reach the seed's management API at ${url} (${cause}); check the address and that the seed runs with its management API on a reachable interface (nothing was changed)`)
   }
-  const body = await res.json().catch(() => undefined) as { error?: string } | undefined
-  if (res.status === 401) throw new FleetmqError('CLUSTER', `the seed ${seed} refused the cluster secret; use the secret file of that cluster (nothing was changed)`)
+  const body = await res.json().catch(() => undefined) as { error?: string; sealed?: string } | undefined
+  if (res.status === 401) throw new FleetmqError('CLUSTER', `the seed ${seed} refused the cluster secret; use the secret file of that cluster (nothing was changed): ${body?.error ?? ''}`)
   if (!res.ok) throw new FleetmqError('CLUSTER', `the seed ${seed} answered ${res.status}: ${body?.error ?? 'no reason given'} (nothing was changed)`)
-  return parseDescriptor(body)
+  let descriptor: unknown
+  try {
+    descriptor = unseal(secret, signed.nonce, String(body?.sealed))
+  } catch (err) {
+    throw new FleetmqError('CLUSTER', `the seed ${seed} answered with a descriptor not sealed for this request (${(err as Error).message}); is it a FleetMQ node of this version? (nothing was changed)`)
+  }
+  return parseDescriptor(descriptor)
 }
 
 export function createCluster(config: Config, log: Logger, options: ClusterOptions): Cluster {

@@ -2,16 +2,20 @@ import type { IncomingMessage } from 'node:http'
 import type { Route, RouteResult } from '../mgmt/http.js'
 import { isFleetmqError } from '../errors.js'
 import { createRateLimiter } from './rate-limit.js'
-import { bearerToken, secretsEqual } from './secret.js'
+import { NonceCache, seal, verifySignedRequest } from './signed-request.js'
 
 /*
  * The cluster's management routes. The management server treats them as public and they check
  * credentials themselves, because the cluster secret is valid here and nowhere else:
  *
- *   GET  /api/v1/cluster/descriptor  the cluster secret only (Bearer): it hands out Redis credentials
+ *   GET  /api/v1/cluster/descriptor  a request signed with the cluster secret only: it hands out
+ *                                    Redis credentials, so its answer is sealed for the signer
  *   GET  /api/v1/cluster/status      the cluster secret, an admin, or the node's management token
  *   POST /api/v1/cluster/join        the cluster secret, an admin, or the node's management token
  *   POST /api/v1/cluster/leave       the cluster secret, an admin, or the node's management token
+ *
+ * "The cluster secret" means a request signed with it (signed-request.ts): the secret itself never
+ * crosses the network, and a captured request cannot be replayed.
  *
  * The management token (`<dataDir>/mgmt.token`, see mgmt/local-token.ts) is how `fleetmq cluster …`
  * works on the node itself, like `emqx_ctl`: whoever can read the node's files may manage it. A
@@ -53,28 +57,33 @@ function parseJson(body: Buffer): unknown {
 export function clusterRoutes(handlers: ClusterHandlers, options: ClusterRouteOptions): Route[] {
   const limiter = createRateLimiter(options.rate, options.burst)
 
-  const secretOk = (req: IncomingMessage): boolean => {
-    const token = bearerToken(req)
-    return options.secret !== undefined && token !== undefined && secretsEqual(token, options.secret)
-  }
+  const nonces = new NonceCache()
+  const signedBy = (req: IncomingMessage, body: Buffer) =>
+    (options.secret === undefined ? { ok: false as const, reason: 'no cluster secret here' } : verifySignedRequest(req, body, options.secret, nonces))
 
   const guard = (access: Access, handle: (req: IncomingMessage, body: Buffer) => Promise<RouteResult> | RouteResult) =>
     async (req: IncomingMessage, body: Buffer): Promise<RouteResult> => {
       if (!limiter.take(req.socket.remoteAddress ?? 'unknown')) {
         return error(429, 'too many cluster management requests from this address; retry in a few seconds')
       }
-      let allowed = secretOk(req)
+      const signed = signedBy(req, body)
+      let allowed = signed.ok
       if (!allowed && access === 'operator') allowed = (await options.authorizeOperator?.(req)) === true
       if (!allowed) {
         if (access === 'secret' && options.secret === undefined) {
           return error(503, 'this node has no cluster secret (cluster.secretFile); it cannot admit other nodes')
         }
         return error(401, access === 'secret'
-          ? 'the cluster secret is missing or wrong; use the secret file of the cluster (--cluster-secret-file)'
-          : 'authentication required: the cluster secret (Bearer), an admin user (Basic), or the node\'s management token (Bearer, <dataDir>/mgmt.token: run fleetmq as the node\'s user, with its --data-dir)')
+          ? `the request is not signed with this cluster's secret (${signed.ok ? '' : signed.reason}); use the secret file of the cluster (--cluster-secret-file)`
+          : 'authentication required: a request signed with the cluster secret, an admin user (Basic), or the node\'s management token (Bearer, <dataDir>/mgmt.token: run fleetmq as the node\'s user, with its --data-dir)')
       }
       try {
-        return await handle(req, body)
+        const result = await handle(req, body)
+        // The descriptor holds Redis credentials: only the signer can read it on the wire.
+        if (access === 'secret' && signed.ok && options.secret !== undefined && result.status === 200) {
+          return { ...result, body: seal(options.secret, signed.nonce, result.body) }
+        }
+        return result
       } catch (err) {
         if (isFleetmqError(err)) return error(400, err.message)
         throw err

@@ -15,6 +15,7 @@ import { join } from 'node:path'
 const RELEASE = process.env.FLEETMQ_RELEASE_DIR ?? '/opt/fleetmq/current'
 const { renderEnvFile } = await import(join(RELEASE, 'build/broker/config/env.js'))
 const { validateConfig } = await import(join(RELEASE, 'build/broker/config/load.js'))
+const { signRequest, unseal } = await import(join(RELEASE, 'build/broker/cluster/signed-request.js'))
 const YAML = createRequire(join(RELEASE, 'package.json'))('yaml')
 
 export const MQTT_PORT = 1883
@@ -171,7 +172,8 @@ function env() {
 
 /**
  * `descriptor --seed HOST:PORT --secret-file F --out DIR`: asks the seed for the cluster
- * descriptor (authenticated with the cluster secret) and stages the Redis password a replica needs.
+ * descriptor (a request signed with the cluster secret; the answer is sealed for it) and stages the
+ * Redis password a replica needs.
  */
 async function descriptor() {
   const seed = arg('seed')
@@ -182,15 +184,17 @@ async function descriptor() {
   const deadline = Date.now() + Number(process.env.FLEETMQ_JOIN_WAIT_SECONDS ?? 600) * 1000
   while (Date.now() < deadline) {
     try {
-      const res = await fetch(url, { headers: { authorization: `Bearer ${secret}` }, signal: AbortSignal.timeout(5000) })
-      const body = await res.json().catch(() => ({}))
-      if (res.status === 401 || res.status === 403) fail(`the seed ${seed} refuses the cluster secret (HTTP ${res.status}); copy it from the seed's /root/fleetmq-credentials`)
+      const signed = signRequest(secret, 'GET', '/api/v1/cluster/descriptor')
+      const res = await fetch(url, { headers: { authorization: signed.authorization }, signal: AbortSignal.timeout(5000) })
+      const answer = await res.json().catch(() => ({}))
+      if (res.status === 401 || res.status === 403) fail(`the seed ${seed} refuses the cluster secret (HTTP ${res.status}: ${answer.error ?? ''}); copy it from the seed's /root/fleetmq-credentials`)
+      const body = res.ok && typeof answer.sealed === 'string' ? unseal(secret, signed.nonce, answer.sealed) : {}
       if (res.ok && body.redis) {
         if (body.redis.password) writePrivate(join(arg('out'), 'redis-password'), `${body.redis.password}\n`)
         process.stdout.write(`${body.name}\n`)
         return
       }
-      last = `HTTP ${res.status} ${body.error ?? ''}`
+      last = `HTTP ${res.status} ${answer.error ?? ''}`
     } catch (err) {
       last = err.cause?.code ?? err.message
     }

@@ -2,6 +2,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { runCli } from '../helpers/fleetmq.js'
+import { signRequest, unseal } from '../../broker/cluster/signed-request.js'
 import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
 import { connect, getJson, secretFile, startNodes, stopAll, waitUntil } from './nodes.js'
 import { readFileSync } from 'node:fs'
@@ -58,13 +59,23 @@ test('cluster status --json on any node lists every node as up, with its address
   }
 })
 
-test('the descriptor is served only for the cluster secret, and the cluster API is rate-limited', async () => {
+test('the descriptor is served only for a request signed with the cluster secret, sealed, once; the cluster API is rate-limited', async () => {
   const path = '/api/v1/cluster/descriptor'
+  const secretText = readFileSync(secret, 'utf8').trim()
   assert.equal((await getJson(nodes[0].mgmtPort, path)).status, 401)
-  assert.equal((await getJson(nodes[0].mgmtPort, path, { authorization: `Bearer ${'x'.repeat(64)}` })).status, 401)
-  const good = await getJson(nodes[0].mgmtPort, path, { authorization: `Bearer ${readFileSync(secret, 'utf8').trim()}` })
+  assert.equal((await getJson(nodes[0].mgmtPort, path, { authorization: `Bearer ${secretText}` })).status, 401, 'the secret itself is never accepted: it would be replayable')
+  assert.equal((await getJson(nodes[0].mgmtPort, path, { authorization: signRequest('x'.repeat(64), 'GET', path).authorization })).status, 401, 'another secret')
+  const stale = await getJson(nodes[0].mgmtPort, path, { authorization: signRequest(secretText, 'GET', path, '', Date.now() - 120_000).authorization })
+  assert.equal(stale.status, 401)
+  assert.match(String(stale.body.error), /from this node's clock \(at most 60 s\): run NTP/)
+  const signed = signRequest(secretText, 'GET', path)
+  const good = await getJson(nodes[0].mgmtPort, path, { authorization: signed.authorization })
   assert.equal(good.status, 200)
-  assert.deepEqual(good.body, { name: 'fleetmq', redis: { url: redis.url } })
+  assert.equal(JSON.stringify(good.body).includes(redis.url), false, 'the Redis address and credentials are not readable on the wire')
+  assert.deepEqual(unseal(secretText, signed.nonce, String(good.body.sealed)), { name: 'fleetmq', redis: { url: redis.url } })
+  const replay = await getJson(nodes[0].mgmtPort, path, { authorization: signed.authorization })
+  assert.equal(replay.status, 401)
+  assert.match(String(replay.body.error), /replayed request/)
   // Default burst 20: a flood from one address gets 429 before the bucket refills.
   const codes = await Promise.all(Array.from({ length: 40 }, () => getJson(nodes[0].mgmtPort, path).then((r) => r.status)))
   assert.ok(codes.includes(429), `some of ${codes.join(',')} are 429`)

@@ -7,6 +7,7 @@ import { printData } from '../output.js'
 import { loadConfig } from '../../config/load.js'
 import type { ConfigTree } from '../../config/env.js'
 import { readLocalToken } from '../../mgmt/local-token.js'
+import { signRequest } from '../../cluster/signed-request.js'
 
 /*
  * `fleetmq cluster join|leave|status`: each talks to a node's management API (`--node`, default
@@ -36,25 +37,33 @@ interface Answer {
   body: Record<string, unknown>
 }
 
-export async function callNode(node: string, method: 'GET' | 'POST', path: string, options: { secret?: string; body?: unknown; timeoutMs?: number } = {}): Promise<Answer> {
+/**
+ * A request to a node's management API: signed with the cluster secret (`secret`, which never
+ * crosses the network) or carrying the local node's management token (`token`, Bearer).
+ */
+export async function callNode(node: string, method: 'GET' | 'POST', path: string, options: { secret?: string; token?: string; body?: unknown; timeoutMs?: number } = {}): Promise<Answer> {
   const url = `http://${node}${path}`
+  const body = options.body !== undefined ? JSON.stringify(options.body) : undefined
+  const authorization = options.secret !== undefined
+    ? signRequest(options.secret, method, path, body ?? '').authorization
+    : options.token !== undefined ? `Bearer ${options.token}` : undefined
   let res: Response
   try {
     res = await fetch(url, {
       method,
       headers: {
-        ...(options.secret ? { authorization: `Bearer ${options.secret}` } : {}),
-        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(authorization ? { authorization } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
-      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+      body,
       signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
     })
   } catch (err) {
     const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
     throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${cause}); is fleetmq running there? give its address with --node HOST:PORT`)
   }
-  const body = (await res.json().catch(() => ({}))) as Record<string, unknown>
-  return { status: res.status, body }
+  const answer = (await res.json().catch(() => ({}))) as Record<string, unknown>
+  return { status: res.status, body: answer }
 }
 
 function failIfError(answer: Answer): void {
@@ -71,8 +80,11 @@ export function localDataDir(options: Pick<NodeOptions, 'config' | 'dataDir'>, e
   return loadConfig({ file: options.config ?? env.FLEETMQ_CONFIG, env, flags }).dataDir
 }
 
-/** The Bearer credential a command sends: the cluster secret when given, else the local node's token. */
-const credentialOf = (options: NodeOptions): string | undefined => secretOf(options) ?? readLocalToken(localDataDir(options))
+/** What a command authenticates with: the cluster secret when given, else the local node's token. */
+const credentialOf = (options: NodeOptions): { secret?: string; token?: string } => {
+  const secret = secretOf(options)
+  return secret !== undefined ? { secret } : { token: readLocalToken(localDataDir(options)) }
+}
 
 /** --config and --data-dir: where the local node's management token is. */
 function withLocalNode(command: Command): Command {
@@ -143,8 +155,8 @@ const joinCommand = withLocalNode(new Command('join'))
   .action(async (seed: string, options: NodeOptions & { timeout: string }) => {
     const secret = secretOf(options) as string
     // A standalone node has no cluster secret (or another one): the local node takes its token.
-    const credential = readLocalToken(localDataDir(options)) ?? secret
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { secret: credential, body: { seed, secret } })
+    const token = readLocalToken(localDataDir(options))
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { ...(token !== undefined ? { token } : { secret }), body: { seed, secret } })
     failIfError(answer)
     const cluster = String(answer.body.cluster)
     if (answer.body.changed === false) {
@@ -166,7 +178,7 @@ const leaveCommand = withLocalNode(new Command('leave'))
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the result as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, { secret: credentialOf(options) })
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, credentialOf(options))
     failIfError(answer)
     const b = answer.body
     printData(options, b, () => `node ${String(b.node)} left cluster "${String(b.cluster)}": ${String(b.redirected)} MQTT 5.0 clients redirected (reason 0x${Number(b.reasonCode).toString(16)}), ${String(b.closed)} MQTT 3.x clients closed; the node is stopping`)
@@ -178,7 +190,7 @@ const statusCommand = withLocalNode(new Command('status'))
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the status as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, { secret: credentialOf(options) })
+    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, credentialOf(options))
     failIfError(answer)
     printData(options, answer.body, () => renderStatus(answer.body as unknown as Parameters<typeof renderStatus>[0]))
   })
