@@ -9,6 +9,7 @@ import { queuedForWindows } from '../mqtt/flow-control.js'
 import { Fanout, type FanoutStatus, type Message } from './fanout.js'
 import { createRedis, describeRedis, redisOptions } from './redis.js'
 import { listenForTakeovers } from './takeover.js'
+import { replicaAcks, type ReplicaAcksStatus } from './replica-acks.js'
 import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
 
 /*
@@ -73,6 +74,8 @@ export interface BackendStatus {
   /** Times this node became congested (its publishers and the messages for it held), and went over `cluster.maxMemory`. */
   readonly congestions?: number
   readonly memoryBoundHits?: number
+  /** Writes held for replica acknowledgements (`cluster.redis.waitReplicas`), when on. */
+  readonly replicaAcks?: ReplicaAcksStatus
 }
 
 export interface Backend {
@@ -293,10 +296,15 @@ export function createBackend(config: Config, log: Logger): Backend {
     errors++
     lastError = `persistence: ${err.message}`
   })
+  // With Sentinel an acknowledged message must survive a failover (replica-acks.ts); one Redis has
+  // no replica to wait for.
+  const waitReplicas = settings.waitReplicas ?? (settings.sentinels ? 1 : 0)
+  const acks = waitReplicas > 0 ? replicaAcks(clients.persistence, { replicas: waitReplicas, timeoutMs: settings.waitTimeout }) : undefined
   const raw = persistenceRedis({ conn: clients.persistence, maxSessionDelivery: WHOLE_SESSION })
   const persistence = guardPersistence(raw, {
     // setup() hands the persistence the broker before any client connects.
     brokerId: () => aedesId ?? (raw as unknown as { broker?: { id?: string } }).broker?.id,
+    ...(acks ? { replicated: acks.replicated } : {}),
     onError(op, err, ignored) {
       persistenceErrors++
       persistenceErrorsByOp[op] = (persistenceErrorsByOp[op] ?? 0) + 1
@@ -312,7 +320,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     },
   })
 
-  log.info({ backend: 'redis', redis: where }, `state in Redis at ${where}`)
+  log.info({ backend: 'redis', redis: where, waitReplicas }, `state in Redis at ${where}; ${waitReplicas > 0 ? `acknowledgements wait for ${waitReplicas} replica(s) (WAIT, ${settings.waitTimeout} ms)` : 'acknowledgements do not wait for replicas (cluster.redis.waitReplicas 0)'}`)
 
   return {
     aedesOptions: {
@@ -349,6 +357,7 @@ export function createBackend(config: Config, log: Logger): Backend {
       fanout: mq.status(),
       congestions,
       memoryBoundHits,
+      ...(acks ? { replicaAcks: acks.status() } : {}),
       ...(lastError ? { lastError } : {}),
     }),
     useMetrics(m) {

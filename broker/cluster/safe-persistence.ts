@@ -44,7 +44,20 @@ export interface GuardOptions {
   onError(op: string, err: Error, ignored: boolean): void
   /** This node's aedes id, for wills keyed by broker. */
   brokerId(): string | undefined
+  /**
+   * Resolves once replicas hold the writes made so far (replica-acks.ts); the writes a client is
+   * acknowledged for (REPLICATED) resolve only after it. Absent: resolve when the primary stored them.
+   */
+  replicated?(): Promise<void>
 }
+
+/**
+ * The writes an acknowledgement to a client depends on: a QoS 1/2 message queued for persistent
+ * sessions and a retained message (PUBACK, PUBREC), a QoS 2 message received (PUBREC), a
+ * subscription (SUBACK). Losing any other write costs a duplicate or a stale entry, not a message.
+ */
+const REPLICATED = new Set(['outgoingEnqueue', 'outgoingEnqueueCombi', 'storeRetained', 'incomingStorePacket', 'addSubscriptions'])
+const writesNothing = (op: string, args: unknown[]): boolean => op === 'outgoingEnqueueCombi' && Array.isArray(args[0]) && args[0].length === 0
 
 /** Rejections of these operations resolve instead: aedes chains them with `.finally`. */
 const SWALLOWED = new Set(['incomingDelPacket'])
@@ -138,7 +151,12 @@ export function guardPersistence(persistence: Persistence, options: GuardOptions
         return Promise.reject(err)
       }
       if (!(result instanceof Promise)) return result
-      return result.catch((err: Error) => {
+      let stored: Promise<unknown> = result
+      const replicated = options.replicated
+      if (replicated !== undefined && REPLICATED.has(op) && !writesNothing(op, args)) {
+        stored = stored.then((value) => replicated().then(() => value))
+      }
+      return stored.catch((err: Error) => {
         options.onError(op, err, ignore)
         if (ignore) return op === 'delWill' ? null : undefined
         throw err

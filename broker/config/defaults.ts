@@ -139,5 +139,11 @@ export const DEFAULTS = Object.freeze({
      * Redis, Sentinel and the system beside the broker.
      */
     maxMemory: 1024 * 1024 * 1024,
+    /**
+     * Milliseconds a write waits for `cluster.redis.waitReplicas` replicas (Redis `WAIT`) before the
+     * client's acknowledgement is refused instead (the client resends): a replica on the same network
+     * answers within a millisecond.
+     */
+    redisWaitTimeout: 2_000,
   }),
 })

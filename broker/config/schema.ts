@@ -157,6 +157,14 @@ export const clusterRedisSchema = z
     sentinelPasswordFile: z.string().min(1).optional(),
     /** TLS to Redis (implied by rediss://): PEM CA bundle that signed the Redis certificate. */
     tls: z.strictObject({ caFile: z.string().min(1).optional() }).optional(),
+    /**
+     * Replicas that must hold a QoS 1/2 message, a retained message or a subscription before the
+     * client is acknowledged (Redis `WAIT`): default 1 with `sentinels` (a failover keeps every
+     * acknowledged message), 0 with `url` (no replica to wait for).
+     */
+    waitReplicas: z.number().int().min(0).max(16).optional(),
+    /** Milliseconds to wait for them; a write not replicated by then is not acknowledged. */
+    waitTimeout: z.number().int().min(10).max(60_000).default(DEFAULTS.cluster.redisWaitTimeout),
   })
   .superRefine((redis, ctx) => {
     if (!redis.url === !redis.sentinels) {
