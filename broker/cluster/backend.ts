@@ -42,6 +42,8 @@ const persistenceRedis = (opts: { conn: Redis; maxSessionDelivery: number }): No
  */
 const WHOLE_SESSION = Number.MAX_SAFE_INTEGER
 
+/** How often a node asks the Redis primary how many replicas it has (ms). */
+const REPLICA_POLL_MS = 1_000
 /** How often a node measures its backlog and memory (ms). */
 const SAMPLE_MS = 50
 const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024)
@@ -299,7 +301,19 @@ export function createBackend(config: Config, log: Logger): Backend {
   // With Sentinel an acknowledged message must survive a failover (replica-acks.ts); one Redis has
   // no replica to wait for.
   const waitReplicas = settings.waitReplicas ?? (settings.sentinels ? 1 : 0)
-  const acks = waitReplicas > 0 ? replicaAcks(clients.persistence, { replicas: waitReplicas, timeoutMs: settings.waitTimeout }) : undefined
+  let connectedReplicas: number | undefined
+  const acks = waitReplicas > 0
+    ? replicaAcks(clients.persistence, { replicas: waitReplicas, timeoutMs: settings.waitTimeout, connectedReplicas: () => connectedReplicas })
+    : undefined
+  // The primary's connected replicas, asked on FleetMQ's own connection (the persistence one is
+  // blocked while a WAIT waits). Unknown (undefined) waits for `waitReplicas`, the safe side.
+  const replicaPoll = acks === undefined ? undefined : setInterval(() => {
+    clients.own.info('replication').then((info) => {
+      const match = /^connected_slaves:(\d+)/m.exec(info)
+      connectedReplicas = /^role:master/m.test(info) && match ? Number(match[1]) : undefined
+    }, () => { connectedReplicas = undefined })
+  }, REPLICA_POLL_MS)
+  replicaPoll?.unref()
   const raw = persistenceRedis({ conn: clients.persistence, maxSessionDelivery: WHOLE_SESSION })
   const persistence = guardPersistence(raw, {
     // setup() hands the persistence the broker before any client connects.
@@ -377,6 +391,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     async close() {
       closing = true
       clearInterval(sampler)
+      clearInterval(replicaPoll)
       for (const { message, done } of waiting.splice(0)) send(message, done)
       // aedes.close() already closed mq (and with it the pub/sub clients) and the persistence.
       await Promise.all(Object.values(clients).map(async (c) => {

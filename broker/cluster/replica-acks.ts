@@ -20,6 +20,11 @@ import type { Redis } from 'ioredis'
  * fails. A failed or short WAIT rejects the writes: aedes then sends no PUBACK and closes the
  * publisher's connection, and the client resends the message on its next one [MQTT-4.4.0-1] (a
  * duplicate at worst, which QoS 1 allows).
+ *
+ * A primary with no replica connected (a one-node cluster, the first node before the others join,
+ * every replica gone) has nothing to wait for: the writes resolve at once and are counted as
+ * unreplicated, rather than every publish failing after the timeout. A replica that is connected but
+ * behind is waited for; one that is gone is `min-replicas-to-write`'s job (docs/cluster.md).
  */
 
 export interface ReplicaAcksStatus {
@@ -29,6 +34,8 @@ export interface ReplicaAcksStatus {
   readonly writes: number
   /** Writes rejected because no replica acknowledged them in time or the connection changed. */
   readonly failures: number
+  /** Writes acknowledged while the primary had no replica connected. */
+  readonly unreplicated: number
 }
 
 export interface ReplicaAcks {
@@ -42,21 +49,36 @@ interface Batch {
   readonly waiters: { resolve(): void; reject(err: Error): void }[]
 }
 
-export function replicaAcks(redis: Redis, options: { replicas: number; timeoutMs: number }): ReplicaAcks {
-  const { replicas, timeoutMs } = options
+export interface ReplicaAcksOptions {
+  /** Replicas to wait for. */
+  readonly replicas: number
+  readonly timeoutMs: number
+  /** Replicas the primary reports connected (INFO replication), or undefined while unknown. */
+  connectedReplicas(): number | undefined
+}
+
+export function replicaAcks(redis: Redis, options: ReplicaAcksOptions): ReplicaAcks {
+  const { timeoutMs } = options
   let epoch = 0
   redis.on('close', () => { epoch++ })
   let batch: Batch | undefined
   let waits = 0
   let writes = 0
   let failures = 0
+  let unreplicated = 0
 
   const flush = (current: Batch): void => {
     if (batch === current) batch = undefined
+    const replicas = Math.min(options.replicas, options.connectedReplicas() ?? options.replicas)
+    if (replicas === 0) {
+      unreplicated += current.waiters.length
+      for (const w of current.waiters) w.resolve()
+      return
+    }
     waits++
     const fail = (reason: string): void => {
       failures += current.waiters.length
-      const err = new Error(`${reason}: the write is not acknowledged (cluster.redis.waitReplicas ${replicas}, waitTimeout ${timeoutMs} ms)`)
+      const err = new Error(`${reason}: the write is not acknowledged (cluster.redis.waitReplicas ${options.replicas}, waitTimeout ${timeoutMs} ms)`)
       for (const w of current.waiters) w.reject(err)
     }
     ;(redis.call('WAIT', replicas, timeoutMs) as Promise<number>).then((acked) => {
@@ -77,6 +99,6 @@ export function replicaAcks(redis: Redis, options: { replicas: number; timeoutMs
       const current = batch
       return new Promise((resolve, reject) => current.waiters.push({ resolve, reject }))
     },
-    status: () => ({ waits, writes, failures }),
+    status: () => ({ waits, writes, failures, unreplicated }),
   }
 }

@@ -27,6 +27,9 @@ function redisArgs(port: number, dir: string, password: string, primaryPort: num
     // An acknowledged write must have reached a replica within 10 s, or the primary refuses it:
     // bounds what an asynchronous failover can lose, at the cost of refusing writes with no replica.
     '--min-replicas-to-write', '1', '--min-replicas-max-lag', '10',
+    // Full memory refuses writes (OOM, counted by the nodes) rather than evicting sessions, queued
+    // messages or retained ones, which every other policy would do silently.
+    '--maxmemory', '256mb', '--maxmemory-policy', 'noeviction',
   ]
   return primaryPort === undefined ? args : [...args, '--replicaof', '127.0.0.1', String(primaryPort)]
 }

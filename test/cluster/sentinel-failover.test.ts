@@ -110,7 +110,9 @@ test('kill -9 of the Redis primary during a QoS 1 flow: zero acknowledged messag
   }))
 
   await waitUntil('the flow under way (500 PUBACKs)', () => acked.size >= 500, 15_000)
+  const steadyFrom = acked.size
   await new Promise((resolve) => setTimeout(resolve, FLOW_BEFORE_KILL_MS))
+  const steadyRate = Math.round((acked.size - steadyFrom) / (FLOW_BEFORE_KILL_MS / 1000))
   const primaryPort = await group.primaryPort()
   const oldPrimary = group.servers.find((s) => s.port === primaryPort) ?? assert.fail(`no server is the primary the sentinels name (${primaryPort})`)
   const replicas = group.servers.filter((s) => s !== oldPrimary)
@@ -159,6 +161,7 @@ test('kill -9 of the Redis primary during a QoS 1 flow: zero acknowledged messag
 
   const missing = (received: Map<number, number>): number[] => [...acked.keys()].filter((seq) => !received.has(seq)).sort((x, y) => x - y)
   const report = (): string => [
+    `${steadyRate} PUBACKs/s before the fault`,
     `sent ${next}, PUBACKed ${acked.size} (${stalledAt} before the replicas stalled, ${ackedBeforeKill - stalledAt} while they were)`,
     `live subscriber: ${live.received.size} distinct, ${live.duplicates()} duplicates, ${missing(live.received).length} lost`,
     `asleep subscriber: ${asleep.received.size} distinct, ${asleep.duplicates()} duplicates, ${missing(asleep.received).length} lost`,

@@ -78,6 +78,9 @@ current_primary() {
 
 # Rendered with the placeholder PRIMARY_ADDRESS: the recorded checksum covers this node's inputs, so
 # a failover (which moves the primary) does not make the next run rewrite and restart Redis.
+# A quarter of the host's memory (1 GiB on a t3.medium, beside the broker's cluster.maxMemory).
+redis_maxmemory_bytes() { awk '/^MemTotal:/ { printf "%d\n", $2 * 1024 / 4 }' /proc/meminfo; }
+
 render_redis_conf() {
   local password=$1
   cat <<CONF
@@ -97,6 +100,11 @@ tcp-keepalive 60
 maxclients 10000
 requirepass $password
 masterauth $password
+# Full memory refuses writes (OOM, counted by the brokers) instead of silently evicting sessions,
+# queued and retained messages. No min-replicas-to-write: the primary is provisioned before its
+# replicas and a one-node cluster has none, so it would refuse every write (docs/cluster.md).
+maxmemory $(redis_maxmemory_bytes)
+maxmemory-policy noeviction
 CONF
   if [ "$FLEETMQ_PROVISION__REDIS_ROLE" = replica ]; then
     printf 'replicaof PRIMARY_ADDRESS %s\n' "$REDIS_PORT"
