@@ -19,7 +19,7 @@ import { nextEvent, startNodes, stopAll, waitUntil } from './nodes.js'
  * count the ids they receive: one connected throughout (its live copies travel over pub/sub), one
  * asleep during the failover, whose messages exist only in its session in Redis.
  *
- * The servers run as the local stack and provisioning run them (`min-replicas-to-write 1`,
+ * The servers run as the local stack runs them (`min-replicas-to-write 1`,
  * `min-replicas-max-lag 10`, `maxmemory` with `noeviction`); with Sentinel the nodes wait for a
  * replica (`WAIT`) before they acknowledge, by default (broker/cluster/replica-acks.ts).
  */
