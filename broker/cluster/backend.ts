@@ -305,12 +305,12 @@ export function createBackend(config: Config, log: Logger): Backend {
   const acks = waitReplicas > 0
     ? replicaAcks(clients.persistence, { replicas: waitReplicas, timeoutMs: settings.waitTimeout, connectedReplicas: () => connectedReplicas })
     : undefined
-  // The primary's connected replicas, asked on FleetMQ's own connection (the persistence one is
+  // The primary's replicas in sync, asked on FleetMQ's own connection (the persistence one is
   // blocked while a WAIT waits). Unknown (undefined) waits for `waitReplicas`, the safe side.
   const replicaPoll = acks === undefined ? undefined : setInterval(() => {
     clients.own.info('replication').then((info) => {
-      const match = /^connected_slaves:(\d+)/m.exec(info)
-      connectedReplicas = /^role:master/m.test(info) && match ? Number(match[1]) : undefined
+      // Online ones only: a replica still loading its full sync acknowledges nothing until it is done.
+      connectedReplicas = /^role:master/m.test(info) ? (info.match(/^slave\d+:.*state=online/gm)?.length ?? 0) : undefined
     }, () => { connectedReplicas = undefined })
   }, REPLICA_POLL_MS)
   replicaPoll?.unref()

@@ -53,7 +53,7 @@ export interface ReplicaAcksOptions {
   /** Replicas to wait for. */
   readonly replicas: number
   readonly timeoutMs: number
-  /** Replicas the primary reports connected (INFO replication), or undefined while unknown. */
+  /** Replicas the primary reports online (INFO replication), or undefined while unknown. */
   connectedReplicas(): number | undefined
 }
 

@@ -137,8 +137,11 @@ test('kill -9 of the Redis primary during a QoS 1 flow: zero acknowledged messag
   stop = true
   await waitUntil('the publisher\'s last messages acknowledged', async () => {
     await Promise.race([publishing, new Promise((resolve) => setTimeout(resolve, 100))])
-    return acked.size === next
-  }, 15_000)
+    if (acked.size === next) return true
+    const unacked = [...sentAt.keys()].filter((seq) => !acked.has(seq))
+    const refusals = nodes.map((n) => n.logs.filter((l) => /Redis refused a persistence operation/.test(l.msg)).map((l) => l.msg).slice(-1)[0] ?? 'none')
+    throw new Error(`${unacked.length} not PUBACKed (ids ${unacked.slice(0, 10).join(', ')}); last persistence refusal per node: ${refusals.join(' | ')}`)
+  }, 20_000)
 
   for (const node of nodes) {
     assert.equal(node.process.exitCode, null, `node on port ${node.ports.mqtt} alive`)
