@@ -12,6 +12,7 @@ export const ERRORS = {
   USER_EXISTS: 'the user already exists',
   USER_UNKNOWN: 'no such user',
   ANONYMOUS_DISABLED: 'no user can connect',
+  ACL_OPEN: 'the ACL lets any authenticated client use every topic',
   CLUSTER: 'the cluster operation failed',
   MGMT_REQUEST: 'the management API refused the request',
   MGMT_TOKEN: 'the local management token cannot be written',

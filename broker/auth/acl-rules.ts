@@ -32,12 +32,21 @@ export interface AclSubject {
   /** The real client address; rules with `addresses` never match when it is unknown. */
   readonly address?: string
   readonly admin: boolean
+  /** Admitted without credentials, which only `allowAnonymous: true` allows (development mode). */
+  readonly anonymous?: boolean
 }
 
 /**
- * A rule's topic template with `%u` and `%c` replaced, or undefined when it needs a username the
- * client does not have. Substituted text is always literal: a client id `+` or `#` cannot widen a
- * rule into a wildcard, and a '/' in it makes extra literal levels.
+ * A value `%u` or `%c` may stand for: one whole, non-empty topic level without wildcard
+ * characters. A client id `a/#` would otherwise turn `devices/%c/#` into a wildcard, and `a/b`
+ * into a subtree of client `a`'s own `devices/a/#` [MQTT-4.7.1-1, MQTT-4.7.1-2].
+ */
+const isSafeLevel = (value: string): boolean => value !== '' && !/[/+#]/.test(value)
+
+/**
+ * A rule's topic template with `%u` and `%c` replaced, or undefined when the template does not
+ * apply to the subject: it needs a username the client does not have, or the username or client
+ * id it needs is not one safe topic level (`isSafeLevel`). Substituted text is always literal.
  */
 export function expandTemplate(template: string, subject: Pick<AclSubject, 'username' | 'clientId'>): Level[] | undefined {
   const levels: Level[] = []
@@ -46,9 +55,9 @@ export function expandTemplate(template: string, subject: Pick<AclSubject, 'user
     else if (raw === '#') levels.push(MULTI)
     else if (!raw.includes('%')) levels.push({ kind: 'literal', value: raw })
     else {
-      if (raw.includes('%u') && subject.username === undefined) return undefined
-      const text = raw.replace(/%[uc]/g, (p) => (p === '%u' ? (subject.username as string) : subject.clientId))
-      for (const value of text.split('/')) levels.push({ kind: 'literal', value })
+      if (raw.includes('%u') && (subject.username === undefined || !isSafeLevel(subject.username))) return undefined
+      if (raw.includes('%c') && !isSafeLevel(subject.clientId)) return undefined
+      levels.push({ kind: 'literal', value: raw.replace(/%[uc]/g, (p) => (p === '%u' ? (subject.username as string) : subject.clientId)) })
     }
   }
   return levels
@@ -166,6 +175,14 @@ export interface AclDecision {
 }
 
 /**
+ * The topics every authenticated client (a device) may publish and subscribe to when no configured
+ * rule decided: its own client id's and its own username's. Fixed, so that a node with no `acl`
+ * section is usable with `acl.default: deny`; a configured rule comes first and can narrow them.
+ */
+export const DEVICE_TOPICS = ['devices/%c/#', 'users/%u/#'] as const
+const deviceTemplates = DEVICE_TOPICS.map((template) => ({ template, by: `built-in ${template}` }))
+
+/**
  * The verdict for `subject` publishing to topic name `topic`, or subscribing with `topic` as
  * filter. For a publish a rule matches when one of its filters matches the topic. For a
  * subscription an allow rule matches only when one of its filters covers every topic the
@@ -173,24 +190,37 @@ export interface AclDecision {
  * deny rule matches when one of its filters shares any topic with it (deny `secret/#` refuses
  * `#` and `+/x`), so that a subscription can never receive what a deny rule withholds.
  *
- * After the configured rules come the built-in ones: `$SYS/#` may be subscribed to by admins only
- * and published to by no client (the broker alone publishes its statistics there). A configured
- * rule naming `$SYS/…` explicitly comes first and so can change that.
+ * After the configured rules come the built-in ones, in this order:
+ * 1. `$SYS/#` may be subscribed to by admins only and published to by no client (the broker alone
+ *    publishes its statistics there);
+ * 2. admins may publish and subscribe to every other topic;
+ * 3. anonymous clients (only admitted with `allowAnonymous: true`, development mode) too;
+ * 4. an authenticated client may use `DEVICE_TOPICS` (its client id's and username's).
+ * Then `acl.default`. A configured rule comes first and so can change any of these.
  */
 export function decide(rules: readonly CompiledRule[], fallback: 'allow' | 'deny', subject: AclSubject, action: AclAction, topic: string): AclDecision {
-  const target = rules.length ? parseFilter(topic) : []
+  let parsed: Level[] | undefined
+  const target = (): Level[] => (parsed ??= parseFilter(topic))
   for (const rule of rules) {
     if (!(action === 'publish' ? rule.publish : rule.subscribe) || !appliesTo(rule, subject)) continue
     const matches = rule.topics.some((template) => {
       const levels = expandTemplate(template, subject)
       if (!levels) return false
-      return action === 'subscribe' && rule.action === 'deny' ? overlaps(levels, target) : covers(levels, target)
+      return action === 'subscribe' && rule.action === 'deny' ? overlaps(levels, target()) : covers(levels, target())
     })
     if (matches) return { allowed: rule.action === 'allow', by: `acl.rules[${rule.index}]` }
   }
   // Shares topics with `$SYS/#` exactly when the first level is `$SYS` (wildcards never match '$').
   if (topic === '$SYS' || topic.startsWith('$SYS/')) {
     return { allowed: action === 'subscribe' && subject.admin, by: '$SYS (admins only)' }
+  }
+  if (subject.admin) return { allowed: true, by: 'built-in admins' }
+  if (subject.anonymous) return { allowed: true, by: 'built-in anonymous (allowAnonymous)' }
+  if (subject.username !== undefined) {
+    for (const { template, by } of deviceTemplates) {
+      const levels = expandTemplate(template, subject)
+      if (levels && covers(levels, target())) return { allowed: true, by }
+    }
   }
   return { allowed: fallback === 'allow', by: 'acl.default' }
 }

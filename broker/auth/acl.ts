@@ -53,6 +53,11 @@ export interface AclFeature extends Feature {
  */
 export function aclFeature(config: Config, log: Logger, source?: AclSource): AclFeature {
   let rules = compile(config.acl, 'acl in the config')
+  /** `acl.default: allow` opens every topic to every device credential: said at start and at each change. */
+  const warnIfOpen = (acl: AclSettings, where: string): void => {
+    if (acl.default !== 'allow') return
+    log.warn({ code: 'FLEETMQ_ERR_ACL_OPEN', where }, `ACL (${where}): default allow: any authenticated client may publish and subscribe to every topic no rule names (all but $SYS); set acl default: deny (docs/auth.md)`)
+  }
   let fallback = config.acl.default
 
   const subjectOf = (client: Client): AclSubject => {
@@ -62,6 +67,7 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
       clientId: client.id,
       address: clientAddress(client),
       admin: identity?.roles.includes('admin') ?? false,
+      anonymous: identity?.method === 'anonymous',
     }
   }
   const maySubscribe = (client: Client, topic: string): boolean => {
@@ -83,9 +89,9 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
     return new Error(`not authorized to publish to ${topic}`)
   }
 
-  // Every PUBLISH is checked, so the common cases cost no rule walk: with no rule about publishing
-  // the verdict depends on the topic alone; otherwise each client's verdicts are kept per topic
-  // (its identity and address do not change while it is connected, nor do the rules).
+  // Every PUBLISH is checked, so the common case costs no rule walk: with no rule about publishing
+  // only the built-in rules apply, a few string comparisons; otherwise each client's verdicts are
+  // kept per topic (its identity and address do not change while it is connected, nor do the rules).
   let publishRules = rules.filter((rule) => rule.publish)
   let verdicts = new WeakMap<Client, Map<string, string | null>>()
   /** New rules apply to every publish from now on and to new subscriptions; granted ones stay. */
@@ -100,12 +106,12 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
     if (!acl) return
     apply(acl)
     log.info({ rules: acl.rules.length, default: acl.default }, `ACL: applied the cluster's (${acl.rules.length} rule${acl.rules.length === 1 ? '' : 's'}, default ${acl.default})`)
+    warnIfOpen(acl, 'the cluster\'s')
   }
   const publishVerdict = (client: Client, topic: string): string | null => {
     if (publishRules.length === 0) {
-      // decide(): with no rule, `$SYS` is for admins' subscriptions only, the rest is acl.default.
-      if (topic === '$SYS' || topic.startsWith('$SYS/')) return '$SYS (admins only)'
-      return fallback === 'allow' ? null : 'acl.default'
+      const verdict = decide(publishRules, fallback, subjectOf(client), 'publish', topic)
+      return verdict.allowed ? null : verdict.by
     }
     let known = verdicts.get(client)
     const cached = known?.get(topic)
@@ -122,7 +128,10 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
   return {
     name: 'acl',
     async start() {
-      if (!source) return
+      if (!source) {
+        warnIfOpen(config.acl, 'acl in the config')
+        return
+      }
       if (await source.seedAcl({ default: config.acl.default, rules: [...config.acl.rules] })) {
         log.info(`ACL: the cluster had none; this node's (acl in the config) is now the cluster's`)
       }
@@ -131,6 +140,7 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
         log.warn(`ACL: the cluster's applies, not the one in this node's config; change it with fleetmq acl set FILE (fleetmq acl show prints it)`)
       }
       if (acl) apply(acl)
+      warnIfOpen(acl ?? config.acl, acl ? 'the cluster\'s' : 'acl in the config')
       source.onAclChange(() => {
         follow().catch((err: Error) => log.error({ err }, `ACL: could not apply the cluster's, keeping the rules before: ${err.message}`))
       })

@@ -111,7 +111,7 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
     config.listeners.filter((l) => l.tls?.useCnAsUsername).map((l) => [listenerName(l), l]),
   )
   if (config.allowAnonymous) {
-    log.warn('allowAnonymous is on: clients without credentials can connect. Use this for development only.')
+    log.warn('allowAnonymous is on: clients without credentials can connect and publish and subscribe to every topic (all but $SYS) unless a configured acl rule says otherwise. Use this for development only.')
   }
   /** The record each password-authenticated client was admitted with. */
   const admittedAs = new WeakMap<Client, StoredUser>()

@@ -110,8 +110,11 @@ export const aclRuleSchema = z.strictObject({
 
 /** The `acl` section; on a clustered node the same object is the cluster's ACL, in its Redis. */
 export const aclSettingsSchema = z.strictObject({
-  /** What happens when no rule matches an authenticated client. */
-  default: z.enum(['allow', 'deny']).default('allow'),
+  /**
+   * What happens when neither a configured rule nor a built-in one (docs/auth.md: admins, devices'
+   * own `devices/%c/#` and `users/%u/#`) matches. Deny: a device credential must not read `#`.
+   */
+  default: z.enum(['allow', 'deny']).default('deny'),
   rules: z.array(aclRuleSchema).default([]),
 })
 

@@ -53,13 +53,56 @@ test('expandTemplate substitutes %u and %c as literal text, never as wildcards',
   const literal = (...values: string[]) => values.map((value) => ({ kind: 'literal', value }))
   assert.deepEqual(expandTemplate('sensors/%u/%c', { username: 'alice', clientId: 'dev-1' }), literal('sensors', 'alice', 'dev-1'))
   assert.deepEqual(expandTemplate('d/x-%c-y', { username: 'alice', clientId: 'c' }), literal('d', 'x-c-y'))
-  // A client id that looks like a wildcard stays literal: it cannot widen the rule.
-  assert.deepEqual(expandTemplate('devices/%c/#', { clientId: '#' }), [...literal('devices', '#'), { kind: 'multi' }])
-  assert.ok(!covers(expandTemplate('devices/%c/#', { clientId: '+' })!, parseFilter('devices/other/x')))
-  // A '/' in a client id makes extra levels.
-  assert.deepEqual(expandTemplate('devices/%c', { clientId: 'a/b' }), literal('devices', 'a', 'b'))
+  // Text around %c stays literal too, '%' included.
+  assert.deepEqual(expandTemplate('d/%c', { clientId: '%u' }), literal('d', '%u'))
   // %u for an anonymous client: the template does not apply.
   assert.equal(expandTemplate('sensors/%u/#', { clientId: 'x' }), undefined)
+})
+
+test('expandTemplate refuses a client id or username with +, # or / (or an empty one): the template does not apply', () => {
+  // devices/%c/# for client id 'a/#' would be devices/a/#/#, for 'a/b' a subtree of client a's devices/a/#.
+  for (const clientId of ['a/#', '+', '#', 'a/b', '/', 'x+', 'y#', '']) {
+    assert.equal(expandTemplate('devices/%c/#', { username: 'alice', clientId }), undefined, `client id ${JSON.stringify(clientId)}`)
+    assert.equal(expandTemplate('users/%u/#', { username: clientId, clientId: 'dev-1' }), undefined, `username ${JSON.stringify(clientId)}`)
+  }
+  // A template without %c is not affected by the client id.
+  assert.deepEqual(expandTemplate('users/%u/#', { username: 'alice', clientId: 'a/#' }), [{ kind: 'literal', value: 'users' }, { kind: 'literal', value: 'alice' }, { kind: 'multi' }])
+})
+
+test('decide, built-in rules after the configured ones: devices reach devices/%c/# and users/%u/#, admins and anonymous (allowAnonymous) clients every topic but $SYS', () => {
+  const none = compileRules([])
+  const device: AclSubject = { username: 'sensor-1', clientId: 'dev-1', admin: false }
+  const cases: [subject: AclSubject, action: 'publish' | 'subscribe', topic: string, allowed: boolean, by: string][] = [
+    [device, 'subscribe', 'devices/dev-1/#', true, 'built-in devices/%c/#'],
+    [device, 'subscribe', 'devices/dev-1', true, 'built-in devices/%c/#'],
+    [device, 'publish', 'devices/dev-1/up', true, 'built-in devices/%c/#'],
+    [device, 'subscribe', 'users/sensor-1/+/inbox', true, 'built-in users/%u/#'],
+    [device, 'publish', 'users/sensor-1/x', true, 'built-in users/%u/#'],
+    [device, 'subscribe', '#', false, 'acl.default'],
+    [device, 'subscribe', 'devices/+/up', false, 'acl.default'],
+    [device, 'subscribe', 'devices/dev-2/#', false, 'acl.default'],
+    [device, 'publish', 'devices/dev-2/cmd', false, 'acl.default'],
+    [device, 'publish', 'users/sensor-2/x', false, 'acl.default'],
+    [{ ...device, clientId: 'dev-1/#' }, 'subscribe', 'devices/dev-1/#', false, 'acl.default'],
+    [{ ...device, clientId: 'dev-1/x' }, 'publish', 'devices/dev-1/x/up', false, 'acl.default'],
+    [{ ...device, clientId: '+' }, 'subscribe', 'devices/+/#', false, 'acl.default'],
+    [{ ...device, admin: true }, 'subscribe', '#', true, 'built-in admins'],
+    [{ ...device, admin: true }, 'publish', 'devices/dev-2/cmd', true, 'built-in admins'],
+    [{ ...device, admin: true }, 'subscribe', '$SYS/#', true, '$SYS (admins only)'],
+    [{ ...device, admin: true }, 'publish', '$SYS/x', false, '$SYS (admins only)'],
+    [{ clientId: 'dev-1', admin: false, anonymous: true }, 'subscribe', '#', true, 'built-in anonymous (allowAnonymous)'],
+    [{ clientId: 'dev-1', admin: false, anonymous: true }, 'subscribe', '$SYS/#', false, '$SYS (admins only)'],
+    // No identity at all (no username, not admitted as anonymous): only acl.default.
+    [{ clientId: 'dev-1', admin: false }, 'publish', 'devices/dev-1/up', false, 'acl.default'],
+  ]
+  for (const [subject, action, topic, allowed, by] of cases) {
+    assert.deepEqual(decide(none, 'deny', subject, action, topic), { allowed, by }, `${subject.username}/${subject.clientId} ${action} ${topic}`)
+  }
+  // Configured rules come first: a deny rule narrows the built-in ones, for admins too.
+  const locked = compileRules([rule({ action: 'deny', permission: 'publish', topics: ['devices/+/config'] })])
+  assert.deepEqual(decide(locked, 'deny', device, 'publish', 'devices/dev-1/config'), { allowed: false, by: 'acl.rules[0]' })
+  assert.deepEqual(decide(locked, 'deny', { ...device, admin: true }, 'publish', 'devices/dev-1/config'), { allowed: false, by: 'acl.rules[0]' })
+  assert.deepEqual(decide(locked, 'deny', device, 'publish', 'devices/dev-1/up'), { allowed: true, by: 'built-in devices/%c/#' })
 })
 
 test('decide: first matching rule wins, then built-in $SYS rules, then acl.default', () => {
