@@ -43,9 +43,9 @@ test('users added with fleetmq user add connect with their password; wrong or mi
     assert.equal(await refusal(port, { protocolVersion: 4 }), 5)
     assert.equal(await refusal(port, { protocolVersion: 5 }), 0x87)
 
-    // mosquitto_pub as a third-party client.
+    // mosquitto_pub as a third-party client, to a topic the ACL lets every user publish to (its own).
     const pub = (version: string, password: string) =>
-      run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-V', version, '-u', 'bob', '-P', password, '-t', 'x', '-m', 'hi', '-q', '1'])
+      run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-V', version, '-u', 'bob', '-P', password, '-t', 'users/bob/x', '-m', 'hi', '-q', '1'])
     assert.equal((await pub('mqttv311', BOB.password)).code, 0)
     assert.equal((await pub('mqttv5', BOB.password)).code, 0)
     const refused311 = await pub('mqttv311', 'wrong-password')
@@ -84,7 +84,8 @@ test('SIGHUP reloads the user store: a new user and a new password apply, connec
   try {
     const port = broker.ports.mqtt
     const alice = await connect(port, { protocolVersion: 5, username: 'alice', password: ALICE.password })
-    await alice.subscribeAsync('chat/#', { qos: 1 })
+    // alice is an admin; carol, a device, publishes below her own users/carol/ (docs/auth.md).
+    await alice.subscribeAsync('users/carol/#', { qos: 1 })
     assert.equal(await refusal(port, { protocolVersion: 5, username: 'carol', password: 'carol-secret-3' }), 0x86)
 
     assert.equal((await runCli(['user', 'add', 'carol', '--password-stdin', '--data-dir', broker.dir], {}, 'carol-secret-3\n')).code, 0)
@@ -98,7 +99,7 @@ test('SIGHUP reloads the user store: a new user and a new password apply, connec
     // alice's connection from before the reload still works both ways.
     assert.ok(alice.connected)
     const received = new Promise<string>((resolve) => alice.on('message', (_t, payload) => resolve(payload.toString())))
-    await carol.publishAsync('chat/room', 'hello after reload', { qos: 1 })
+    await carol.publishAsync('users/carol/chat', 'hello after reload', { qos: 1 })
     assert.equal(await received, 'hello after reload')
     await Promise.all([alice.endAsync(), bob.endAsync(), carol.endAsync()])
   } finally {

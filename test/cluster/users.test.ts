@@ -95,7 +95,7 @@ test('a user added through one node connects through the others within 2 s (mosq
   assert.equal(added.code, 0, added.stderr)
   assert.match(added.stdout, /added user dave to cluster "fleetmq" \(Redis at redis:\/\/127\.0\.0\.1:\d+\); running nodes apply it within seconds/)
   const addedAt = Date.now()
-  const pub = await runProgram('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(c.ports.mqtt), '-V', 'mqttv311', '-u', 'dave', '-P', 'dave-password-1', '-t', 'x', '-m', 'hi', '-q', '1'])
+  const pub = await runProgram('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(c.ports.mqtt), '-V', 'mqttv311', '-u', 'dave', '-P', 'dave-password-1', '-t', 'users/dave/x', '-m', 'hi', '-q', '1'])
   assert.equal(pub.code, 0, pub.stderr)
   assert.equal(await loginCode(a, 'dave', 'dave-password-1'), 0)
   assert.ok(Date.now() - addedAt < 2_000, `took ${Date.now() - addedAt} ms`)
@@ -176,20 +176,20 @@ test('a change whose message was lost still applies within 2 s (the change count
 
 test('the ACL is the cluster\'s: fleetmq acl set through one node applies on every node within 2 s', async () => {
   const shown = JSON.parse((await runCli(['acl', 'show', '--json', '--data-dir', b.dir])).stdout) as { acl: { default: string; rules: unknown[] } }
-  // The first node stored its own (empty) ACL as the cluster's.
-  assert.deepEqual(shown.acl, { default: 'allow', rules: [] })
+  // The first node stored its own ACL as the cluster's: the default, deny with no rules.
+  assert.deepEqual(shown.acl, { default: 'deny', rules: [] })
   const file = join(a.dir, 'acl.yaml')
-  writeFileSync(file, 'default: allow\nrules:\n  - action: deny\n    topics: ["secret/#"]\n')
+  writeFileSync(file, 'default: deny\nrules:\n  - action: allow\n    permission: subscribe\n    topics: ["fleet/#"]\n')
   const dave = await login(c, 'dave', 'dave-password-1')
-  assert.equal(await subackCode(dave, 'secret/x'), 1)
+  assert.equal(await subackCode(dave, 'fleet/x'), 0x87)
   const set = await runCli(['acl', 'set', file, '--data-dir', b.dir])
   assert.equal(set.code, 0, set.stderr)
-  assert.match(set.stdout, /stored the ACL of cluster "fleetmq" \(1 rules, default allow\); every node applies it within seconds/)
+  assert.match(set.stdout, /stored the ACL of cluster "fleetmq" \(1 rules, default deny\); every node applies it within seconds/)
   const setAt = Date.now()
-  await waitUntil('the subscription refused on node c', async () => (await subackCode(dave, 'secret/y')) === 0x87, 2_000)
+  await waitUntil('the subscription allowed on node c', async () => (await subackCode(dave, 'fleet/y')) === 1, 2_000)
   assert.ok(Date.now() - setAt < 2_000)
   const onA = await login(a, 'dave', 'dave-password-1')
-  assert.equal(await subackCode(onA, 'secret/z'), 0x87)
+  assert.equal(await subackCode(onA, 'fleet/z'), 1)
   await Promise.all([dave.endAsync(), onA.endAsync()])
   const invalid = join(a.dir, 'bad-acl.yaml')
   writeFileSync(invalid, 'rules:\n  - action: maybe\n    topics: ["x"]\n')
