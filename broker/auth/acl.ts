@@ -60,15 +60,22 @@ export function aclFeature(config: Config, log: Logger, source?: AclSource): Acl
   }
   let fallback = config.acl.default
 
+  // A client's identity and address do not change while it is connected: made once, at its first check.
+  const subjects = new WeakMap<Client, AclSubject>()
   const subjectOf = (client: Client): AclSubject => {
+    let subject = subjects.get(client)
+    if (subject) return subject
     const identity = clientIdentity(client)
-    return {
+    subject = {
       username: identity?.username,
       clientId: client.id,
       address: clientAddress(client),
       admin: identity?.roles.includes('admin') ?? false,
       anonymous: identity?.method === 'anonymous',
     }
+    // Not kept before authentication established who it is (nothing should ask then; if it did, the answer would last).
+    if (identity) subjects.set(client, subject)
+    return subject
   }
   const maySubscribe = (client: Client, topic: string): boolean => {
     const subject = subjectOf(client)
