@@ -38,7 +38,8 @@ export class ConnectRefusal extends Error {
   }
 }
 
-function variableByteInteger(value: number): number[] {
+/** A Variable Byte Integer [MQTT-1.5.5]: 7 bits a byte, the high bit set on every byte but the last. */
+export function variableByteInteger(value: number): number[] {
   const bytes: number[] = []
   do {
     let byte = value % 128

@@ -1,5 +1,6 @@
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import type { Rng } from './mutate.js'
+import { variableByteInteger } from '../../broker/limits/refuse.js'
 
 /*
  * MQTT structure for the fuzzer: packets of every type for 3.1, 3.1.1 and 5.0, with random
@@ -153,15 +154,7 @@ export function splitPackets(bytes: Buffer): Buffer[] {
 
 /** Rebuilds a packet from its first byte and a body, with the Remaining Length that fits. */
 export function framePacket(first: number, body: Buffer): Buffer {
-  const length: number[] = []
-  let value = Math.min(body.length, 268_435_455)
-  do {
-    let byte = value % 128
-    value = Math.floor(value / 128)
-    if (value > 0) byte |= 0x80
-    length.push(byte)
-  } while (value > 0)
-  return Buffer.concat([Buffer.from([first, ...length]), body])
+  return Buffer.concat([Buffer.from([first, ...variableByteInteger(Math.min(body.length, 268_435_455))]), body])
 }
 
 /** The body of a packet (after its fixed header), or undefined when the header is cut short. */
