@@ -170,6 +170,8 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
     name: 'auth',
     users,
     async start() {
+      // A clustered store waits for Redis: say where before waiting, so a node stuck at start says why.
+      if (acl) log.info({ where: users.where }, `reading the user store ${users.where}`)
       if (merge) {
         merged = await merge()
         if (merged) {

@@ -41,7 +41,8 @@ test('SIGTERM while the node waits for Redis, before any listener is open, exits
   const starting = await startFleetmq({
     args: ['--allow-anonymous', '--redis', `redis://127.0.0.1:${port}`, '--cluster-secret-file', secretFile()],
     onLog: (line, child) => {
-      if (/^state in Redis at/.test(line.msg) && exited === undefined) {
+      // The first wait for Redis at start: the cluster's user store (then the backend).
+      if (/^(reading the user store|state in Redis at)/.test(line.msg) && exited === undefined) {
         exited = once(child, 'exit')
         signalled = Date.now()
         child.kill('SIGTERM')
