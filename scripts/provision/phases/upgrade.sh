@@ -44,7 +44,9 @@ phase_upgrade() {
   if systemctl is-enabled --quiet fleetmq.service; then
     step "restart fleetmq.service"
     # SIGTERM drains: clients are told to go and sessions are flushed before the new release starts.
-    systemctl restart fleetmq.service
+    # A release that exits at once can fail the restart job itself: that is "not ready" too, and
+    # rolls back like one that never answers.
+    systemctl restart fleetmq.service || warn "systemctl restart fleetmq.service failed with release $(basename "$target")"
     if ! broker_ready_within 90; then
       warn "rolling back to $(basename "$previous") and its settings file"
       point_current "$previous"
