@@ -53,7 +53,9 @@ phase_upgrade() {
       install_unit
       write_file "$ETC_DIR/fleetmq.yaml" 0640 "root:$FLEETMQ_USER" <"$config_before" || true
       rm -f "$config_before"
-      systemctl restart fleetmq.service
+      # The failed release's restarts may have used up systemd's start limit: clear it first.
+      systemctl reset-failed fleetmq.service || true
+      systemctl restart fleetmq.service || warn "systemctl restart fleetmq.service failed with release $(basename "$previous")"
       broker_ready_within 90 || warn "the previous release does not become ready either"
       die "release $(basename "$target") did not become ready; this node runs $(basename "$previous") again"
     fi
