@@ -247,11 +247,13 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     const status = JSON.parse((await seed.exec('fleetmq cluster status --json')).stdout) as { cluster: string; nodes: Array<{ id: string; health: string }> }
     assert.deepEqual(status.nodes.map((n) => [n.id, n.health]).sort(), [['joiner', 'up'], ['seed', 'up']])
     // A message published on the joiner reaches a subscriber on the seed.
-    const joinerCredentials = parseCredentials((await joiner.exec('cat /root/fleetmq-credentials')).stdout)
+    // Users are the cluster's: the joiner makes no admin of its own and says whose password applies.
+    const joinerCredentialsFile = (await joiner.exec('cat /root/fleetmq-credentials')).stdout
+    assert.match(joinerCredentialsFile, /admin password {2}the cluster's: the seed's admin password/)
     const sub = await mqttConnect(`mqtt://${seed.address}:1883`, { username: 'admin', password: adminPassword })
     await sub.subscribeAsync('fleet/join', { qos: 1 })
     const received = new Promise<string>((resolve) => sub.once('message', (_t, payload) => resolve(payload.toString())))
-    const pub = await mqttConnect(`mqtt://${joiner.address}:1883`, { username: 'admin', password: joinerCredentials.password })
+    const pub = await mqttConnect(`mqtt://${joiner.address}:1883`, { username: 'admin', password: adminPassword })
     await pub.publishAsync('fleet/join', 'across the cluster', { qos: 1 })
     assert.equal(await Promise.race([received, sleep(20_000).then(() => 'nothing within 20 s')]), 'across the cluster')
     await Promise.all([sub.endAsync(), pub.endAsync()])
