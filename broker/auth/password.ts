@@ -37,6 +37,8 @@ export const MAX_WAITING_HASHES = 1_000
 
 /** A hash refused because MAX_WAITING_HASHES are already waiting. */
 export class HashQueueFull extends Error {
+  /** What an HTTP caller answers: the node is busy, not the request wrong. */
+  readonly statusCode = 503
   constructor() {
     super(`${MAX_WAITING_HASHES} password checks are already waiting; the node is refusing logins until they are done`)
     this.name = 'HashQueueFull'

@@ -82,6 +82,15 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
           }
           send(res, await route.handle(req, Buffer.concat(chunks)))
         } catch (err) {
+          // An error that says its own status (503: the node is busy hashing passwords) is the
+          // node's state, not a bug: a warning and that status. Anything else is a 500.
+          const status = (err as { statusCode?: unknown }).statusCode
+          if (typeof status === 'number' && status >= 400 && status < 600) {
+            options.log.warn({ path: pathname, status }, `management request answered ${status}: ${(err as Error).message}`)
+            if (status === 503) res.setHeader('retry-after', '1')
+            send(res, { status, body: { error: (err as Error).message } })
+            return
+          }
           options.log.error({ err, path: pathname }, 'management request failed')
           send(res, { status: 500, body: { error: (err as Error).message } })
         }
