@@ -77,6 +77,10 @@ test('a QoS 0 flood from node A to a slow subscriber on node B: memory stays bou
   await Promise.race([Promise.all(floods), new Promise((resolve) => setTimeout(resolve, 2_000))])
   clearInterval(sampler)
   clearInterval(slowRead)
+  // The subscriber now reads everything still on its way (socket buffers, messages held by
+  // backpressure), so that what it never gets is what was dropped.
+  sub.socket.resume()
+  await new Promise((resolve) => setTimeout(resolve, 3_000))
 
   // Whichever bound acted first (this node's overload bound, or the slow-consumer limit on the
   // subscriber's connection), it is counted under fleetmq_messages_dropped_total.
@@ -90,7 +94,12 @@ test('a QoS 0 flood from node A to a slow subscriber on node B: memory stays bou
   console.log(`# overload: ${sent} QoS 0 messages written by 3 publishers in 8 s (${Math.round(sent / 8)} msg/s), ${drops} dropped (${JSON.stringify(dropped)}), ${Math.round(delivered / (payload.length + 10))} delivered to the slow subscriber; RSS growth A +${growth.a} MB, B +${growth.b} MB`)
   assert.ok(growth.a < 150, `node A RSS grew ${growth.a} MB`)
   assert.ok(growth.b < 150, `node B RSS grew ${growth.b} MB`)
-  assert.ok(drops > 0, 'what the slow subscriber could not take was dropped and counted')
+  // Since backpressure holds the publishers, QoS 0 is dropped only after a sustained hold: a
+  // subscriber that keeps up with the held rate may take everything. Either way, what it did not
+  // get was dropped and counted, nothing vanished (10 %: the per-message size is estimated, and a socket may still hold some).
+  const deliveredMessages = Math.round(delivered / (payload.length + 10))
+  assert.ok(deliveredMessages + drops >= 0.9 * sent,
+    `what the slow subscriber could not take was dropped and counted (${drops} dropped, ${deliveredMessages} of ${sent} delivered)`)
   for (const node of [a, b]) assert.equal(node.process.exitCode, null)
 
   // The nodes still serve: a new subscriber on B gets a new message from A.
