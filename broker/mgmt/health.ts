@@ -7,12 +7,14 @@ import { isDraining } from '../features/shutdown.js'
  * `/readyz`: the node should get traffic (a readiness probe, the load balancer's health check):
  * its listeners are bound, it is not draining, and its backend answers a read within
  * `BACKEND_TIMEOUT_MS` (a Redis round trip when the state is in Redis).
- * Both are public: probes carry no credentials, and they reveal nothing but up or down.
+ * Both are public: probes carry no credentials, so they reveal nothing but up or down and a
+ * generic reason. The backend's detail (Redis address, last error, counters) is in the
+ * authenticated `/api/v1/cluster/status`.
  */
 
 const BACKEND_TIMEOUT_MS = 2_000
 
-/** A feature's own view of readiness (the cluster's: Redis reachable, not leaving); shown in the body. */
+/** A feature's own view of readiness (the cluster's: Redis reachable, not leaving); not shown in the body. */
 export type Readiness = () => { readonly ready: boolean }
 
 interface PersistenceProbe {
@@ -47,9 +49,9 @@ export function healthRoutes(node: () => FleetmqNode | undefined, readiness?: Re
         let problem: string | undefined
         if (current === undefined || current.listeners.length === 0) problem = 'the listeners are not bound yet'
         else if (isDraining(current.aedes) || current.aedes.closed) problem = 'the node is shutting down'
-        else if (extra && !extra.ready) problem = 'the cluster is not ready (see cluster)'
+        else if (extra && !extra.ready) problem = 'the cluster is not ready (see /api/v1/cluster/status)'
         else problem = await backendProblem(current)
-        const body = { ready: problem === undefined, ...(problem ? { reason: problem } : {}), ...(extra ? { cluster: extra } : {}) }
+        const body = { ready: problem === undefined, ...(problem ? { reason: problem } : {}) }
         return { status: problem ? 503 : 200, body }
       },
     },

@@ -6,7 +6,7 @@ import { startFleetmq } from '../helpers/fleetmq.js'
 import { METRICS_ADMIN, metricValue, scrapeMetrics } from '../helpers/metrics.js'
 import { rawConnect } from '../helpers/raw-mqtt.js'
 import { startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
-import { stopAll, waitUntil } from './nodes.js'
+import { getJson, stopAll, tokenOf, waitUntil } from './nodes.js'
 
 /*
  * Backpressure end to end (issue 16): a PUBACK means the cluster owns the message, and the cluster
@@ -65,8 +65,8 @@ test('a subscriber on node B that stops acknowledging holds back the PUBACKs of 
   await new Promise((resolve) => setTimeout(resolve, 4_000))
   for (const p of pub.packets) if (p.cmd === 'puback') acked.add(p.messageId!)
   const ackedWhileStuck = acked.size
-  const status = (await (await fetch(`http://127.0.0.1:${a.mgmtPort}/readyz`)).json()) as { cluster?: { backend?: { fanout?: { held?: number } } } }
-  console.log(`# backpressure: ${ackedWhileStuck} of ${MESSAGES} acknowledged while the subscriber acknowledged nothing (bound ${BOUND}); held on A: ${status.cluster?.backend?.fanout?.held}`)
+  const status = (await getJson(a.mgmtPort, '/api/v1/cluster/status', tokenOf(a))).body as { backend?: { fanout?: { held?: number } } }
+  console.log(`# backpressure: ${ackedWhileStuck} of ${MESSAGES} acknowledged while the subscriber acknowledged nothing (bound ${BOUND}); held on A: ${status.backend?.fanout?.held}`)
   assert.ok(ackedWhileStuck < MESSAGES / 2, `node A acknowledged ${ackedWhileStuck} of ${MESSAGES} messages its subscriber could not take`)
   assert.ok((metricValue(await scrapeMetrics(b), 'fleetmq_congestions_total') || 0) >= 1, 'node B counted its congestion')
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import type { RunningFleetmq } from '../helpers/fleetmq.js'
 import { redisCli, startRedis, stopRedis, type RedisServer } from '../helpers/redis.js'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { collect, connect, getJson, mqttUrl, startNode, stopAll, waitUntil } from './nodes.js'
+import { collect, connect, getJson, mqttUrl, startNode, stopAll, tokenOf, waitUntil } from './nodes.js'
 
 /*
  * Redis refuses writes (`min-replicas-to-write 1` with no replica: every write answers NOREPLICAS,
@@ -46,7 +46,7 @@ async function tryConnect(options: IClientOptions): Promise<boolean> {
 }
 
 const backend = async (): Promise<{ persistenceErrors: number; ready: boolean }> =>
-  ((await getJson(node.mgmtPort, '/readyz')).body.cluster as { backend: { persistenceErrors: number; ready: boolean } }).backend
+  (await getJson(node.mgmtPort, '/api/v1/cluster/status', tokenOf(node))).body.backend as { persistenceErrors: number; ready: boolean }
 
 test('writes refused with NOREPLICAS: the node keeps running, counts the failures, serves again once writes are accepted', { timeout: 50_000 }, async () => {
   // A will with a delay stays in Redis after an abrupt close until it is published: it is how the
