@@ -129,6 +129,21 @@ export function addressList(entries: readonly string[], where: string): BlockLis
   return list
 }
 
+const exemptLists = new WeakMap<object, BlockList>()
+
+/**
+ * `limits.rateExemptAddresses` as one BlockList per config: the connect-rate limits and the login
+ * backoff both consult it, and a config is immutable once loaded.
+ */
+export function rateExemptList(limits: { readonly rateExemptAddresses: readonly string[] }): BlockList {
+  let list = exemptLists.get(limits)
+  if (!list) {
+    list = addressList(limits.rateExemptAddresses, 'limits.rateExemptAddresses')
+    exemptLists.set(limits, list)
+  }
+  return list
+}
+
 /** Whether `address` (IPv4, IPv6 or IPv4-mapped IPv6 as sockets report it) is in `list`. */
 export function addressIn(list: BlockList, address: string): boolean {
   const normalized = normalizeAddress(address)

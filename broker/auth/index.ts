@@ -12,7 +12,7 @@ import { createRedis, describeRedis, redisOptions } from '../cluster/redis.js'
 import { clientAddress, clientIdentity, setClientIdentity } from './identity.js'
 import { decoyHash, HashQueueFull } from './password.js'
 import { LoginGuard } from './login-guard.js'
-import { addressIn, addressList } from './acl-rules.js'
+import { addressIn, rateExemptList } from './acl-rules.js'
 import { ConnectRefusal, REASON, RETURN_CODE } from '../limits/refuse.js'
 import { clusterUserAdmin, clusterUserDirectory } from './cluster-users.js'
 import { fileUserDirectory, mergeUsersFile, type MergeReport, type UserChange, type UserDirectory } from './user-store.js'
@@ -117,7 +117,7 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
   const admittedAs = new WeakMap<Client, StoredUser>()
 
   const guard = new LoginGuard(config.limits.loginFailuresBeforeBackoff, config.limits.maxLoginBackoff)
-  const exempt = addressList(config.limits.rateExemptAddresses, 'limits.rateExemptAddresses')
+  const exempt = rateExemptList(config.limits)
   /** The source address the login backoff counts, undefined for exempt (local) sources. */
   const guardedAddress = (client: Client): string | undefined => {
     const address = clientAddress(client)

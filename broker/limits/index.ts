@@ -8,7 +8,7 @@ import { listenerName } from '../listeners/common.js'
 import type { LimitName, Metrics } from '../mgmt/metrics.js'
 import { ConnectRefusal, disconnectClient, REASON, RETURN_CODE } from './refuse.js'
 import { KeyedTokenBuckets, TokenBucket } from './token-bucket.js'
-import { addressIn, addressList } from '../auth/acl-rules.js'
+import { addressIn, rateExemptList } from '../auth/acl-rules.js'
 import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-errors.js'
 import { installTopicLimits } from './topic-limits.js'
 import { internals } from '../mqtt/aedes-internals.js'
@@ -154,7 +154,7 @@ export function limitsFeature(config: Config, log: Logger, metrics?: Metrics): L
     open: 0,
   }]))
   const perAddress = limits.connectRatePerAddress > 0 ? new KeyedTokenBuckets(limits.connectRatePerAddress) : undefined
-  const exempt = addressList(limits.rateExemptAddresses, 'limits.rateExemptAddresses')
+  const exempt = rateExemptList(limits)
   const slow = new WeakMap<Client, SlowState>()
   let slowClients = 0
   let open = 0
