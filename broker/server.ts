@@ -9,7 +9,7 @@ import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
 import { sendQueuedMessagesOnResume } from './mqtt/session-resume.js'
 import { capRetainedAtGranted } from './mqtt/delivery-qos.js'
-import type { AedesBroker } from './mqtt/aedes-internals.js'
+import { checkPinnedVersions, emitterOf } from './core/aedes-adapter.js'
 import { pubackAfterPublish } from './mqtt/puback-order.js'
 import { installFastPublish } from './mqtt/fast-publish.js'
 import { shutdownNode, trackConnections } from './features/shutdown.js'
@@ -70,18 +70,20 @@ export function aedesLimits(config: Config): Partial<AedesOptions> {
 export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   const { config, log, features } = parts
   tuneHeapGrowth()
+  // The patches in broker/ are written for exact versions of aedes and its codec and router.
+  checkPinnedVersions()
   const aedes = await Aedes.createBroker({
     ...aedesLimits(config),
     ...parts.aedesOptions,
     ...composeHooks(features),
   })
   // Without it a stuck subscriber's disconnect overflows the stack (see emitter-guard.ts).
-  guardEmitter((aedes as unknown as { mq: object }).mq)
+  guardEmitter(emitterOf(aedes))
   markRedeliveries(aedes)
   // Clean Start 0 with Session Expiry 0 still resumes the queued messages (session-resume.ts).
   sendQueuedMessagesOnResume(aedes)
   // Retained messages sent on SUBSCRIBE at the granted QoS [MQTT-3.8.4-8] (delivery-qos.ts).
-  capRetainedAtGranted(aedes as unknown as AedesBroker)
+  capRetainedAtGranted(aedes)
   // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).
   aedes.once('closed', pubackAfterPublish(aedes))
   // PUBLISH → authorize → publish → PUBACK without aedes' handler chain (fast-publish.ts).

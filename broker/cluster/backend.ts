@@ -11,6 +11,7 @@ import { createRedis, describeRedis, redisOptions } from './redis.js'
 import { listenForTakeovers } from './takeover.js'
 import { replicaAcks, type ReplicaAcksStatus } from './replica-acks.js'
 import { guardPersistence, guardRedisCommands } from './safe-persistence.js'
+import { clientsOf } from '../core/aedes-adapter.js'
 
 /*
  * Where a node keeps its state. With `cluster.redis` configured: sessions, subscriptions,
@@ -379,7 +380,7 @@ export function createBackend(config: Config, log: Logger): Backend {
     },
     attach(aedes) {
       aedesId = aedes.id
-      aedesClients = (aedes as unknown as { clients: typeof aedesClients }).clients
+      aedesClients = clientsOf(aedes)
       takeover.attach(aedes)
       // aedes emits persistence failures as 'error' (missing from its types).
       ;(aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => {

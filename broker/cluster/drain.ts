@@ -1,4 +1,5 @@
 import type { Aedes, Client } from 'aedes'
+import { clientsOf } from '../core/aedes-adapter.js'
 
 /*
  * Draining a node that leaves the cluster. Every client is sent elsewhere; persistent sessions stay
@@ -25,7 +26,7 @@ export interface DrainResult {
 }
 
 export function localClients(aedes: Aedes): Client[] {
-  return Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)
+  return Object.values(clientsOf(aedes))
 }
 
 export async function drainClients(aedes: Aedes, serverReference: string | undefined): Promise<DrainResult> {

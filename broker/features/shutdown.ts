@@ -1,9 +1,10 @@
-import type { Aedes, Client } from 'aedes'
+import type { Aedes } from 'aedes'
 import type { Duplex } from 'node:stream'
 import type { Logger } from '../log.js'
 import type { BoundListener } from '../listeners/common.js'
 import type { MgmtServer } from '../mgmt/http.js'
 import type { Feature } from '../hooks.js'
+import { clientsOf } from '../core/aedes-adapter.js'
 
 /*
  * Graceful shutdown (SIGTERM), in the order that loses nothing and keeps the bound:
@@ -73,7 +74,7 @@ export async function shutdownNode(parts: ShutdownParts): Promise<void> {
   draining.add(aedes)
   await within(Promise.all(parts.listeners.map((l) => l.close())), parts.graceMs)
 
-  const clients = Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)
+  const clients = Object.values(clientsOf(aedes))
   const v5 = clients.filter((c) => c.version === 5).length
   if (clients.length > 0) {
     log.info({ clients: clients.length, v5 }, `draining ${clients.length} clients: ${v5} MQTT 5.0 clients get DISCONNECT 0x8B Server shutting down, ${clients.length - v5} older clients a closed connection`)

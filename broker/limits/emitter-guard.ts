@@ -1,3 +1,5 @@
+import { emitterInternals } from '../core/aedes-adapter.js'
+
 /*
  * Makes the broker's message emitter (mqemitter, and the cluster fan-out which inherits it) safe
  * from unbounded synchronous recursion, and its queue O(1) per message.
@@ -61,17 +63,8 @@ export class Fifo<T> {
   }
 }
 
-type Do = (this: unknown, message: unknown, callback: unknown) => unknown
-
-interface EmitterInternals {
-  _do?: Do
-  _messageQueue?: unknown
-  _messageCallbacks?: unknown
-  _fleetmqGuarded?: boolean
-}
-
 export function guardEmitter(mq: object): void {
-  const emitter = mq as EmitterInternals
+  const emitter = emitterInternals(mq)
   const run = emitter._do
   if (typeof run !== 'function') {
     // A future mqemitter without `_do` has a different queue; refuse to start rather than run unguarded.

@@ -11,7 +11,7 @@ import { KeyedTokenBuckets, TokenBucket } from './token-bucket.js'
 import { addressIn, rateExemptList } from '../auth/acl-rules.js'
 import { badUtf8, explainProtocolErrors, MALFORMED_PACKET } from './protocol-errors.js'
 import { installTopicLimits } from './topic-limits.js'
-import { internals } from '../mqtt/aedes-internals.js'
+import { internals } from '../core/aedes-adapter.js'
 
 /*
  * Limits that protect the node. Each refusal answers with the protocol's reason code, logs why

@@ -1,7 +1,6 @@
 import type { Client } from 'aedes'
-import type { EventEmitter } from 'node:events'
 import { disconnectClient, sendDisconnect } from './refuse.js'
-import { internals } from '../mqtt/aedes-internals.js'
+import { internals } from '../core/aedes-adapter.js'
 
 /*
  * Telling a 5.0 client why its connection ends on bad input. aedes closes the connection on a
@@ -31,7 +30,7 @@ export function badUtf8(value: string): boolean {
 
 /** Call once the client sent a 5.0 CONNECT. */
 export function explainProtocolErrors(client: Client): void {
-  const parser = (client as unknown as { _parser?: EventEmitter })._parser
+  const parser = internals(client)._parser as NodeJS.EventEmitter | undefined
   if (!parser) return
   parser.prependListener('error', (err: Error) => sendDisconnect(client, MALFORMED_PACKET, `malformed packet: ${err.message}`))
   // aedes sends 0x95 itself only once the session is fully restored (`connected`); a client that

@@ -1,6 +1,7 @@
 import type { Client } from 'aedes'
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
+import { internals } from '../core/aedes-adapter.js'
 
 /*
  * Refusing a connection or dropping a connected client with the reason the protocol has for it.
@@ -128,7 +129,7 @@ function closeAfterPeer(conn: Duplex): void {
  * ends (see closeAfterPeer).
  */
 export function sendDisconnect(client: Client, reasonCode: number, reasonString: string): void {
-  const state = client as unknown as { connackSent?: boolean; disconnectReasonCode: number | null }
+  const state = internals(client)
   const conn = client.conn as Duplex
   if (client.version !== 5 || !state.connackSent || client.closed || conn.destroyed) return
   state.disconnectReasonCode = reasonCode
@@ -148,6 +149,6 @@ export function sendDisconnect(client: Client, reasonCode: number, reasonString:
 export function disconnectClient(client: Client, reasonCode: number, reasonString: string): void {
   if (client.closed) return
   sendDisconnect(client, reasonCode, reasonString)
-  ;(client as { connected: boolean }).connected = false
+  internals(client).connected = false
   client.close()
 }

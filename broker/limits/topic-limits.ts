@@ -1,7 +1,7 @@
 import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import { topicLevels } from '../mqtt/topic.js'
-import { tapInbound, tapOutbound } from '../mqtt/wire.js'
+import { tapInbound, tapOutbound } from '../core/wire.js'
 import { INTERNAL_SHARE_PREFIX, SHARE_PREFIX } from '../shared/topic.js'
 import { sendDisconnect } from './refuse.js'
 
@@ -12,7 +12,7 @@ import { sendDisconnect } from './refuse.js'
  * aedes 2.0.0-beta.1 checks the levels itself (its `maxTopicLevels`, also what keeps qlobber from
  * throwing), before any hook runs, and ends the connection with no reason code; and a hook can
  * only allow or deny a subscription, which aedes reports as 0x87 Not authorized. So these checks
- * run on the packets as they arrive (mqtt/wire.ts taps, before aedes):
+ * run on the packets as they arrive (core/wire.ts taps, before aedes):
  *
  * - SUBSCRIBE: a filter over either limit is taken out of the packet before aedes sees it and its
  *   SUBACK entry is put back: 0x8F Topic Filter invalid for 5.0 ("The Topic Filter is correctly

@@ -1,8 +1,7 @@
 import { Transform } from 'node:stream'
-import type { AedesPublishPacket, Client } from 'aedes'
+import type { Aedes, AedesPublishPacket, Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
-import { writeLikeAedes } from './aedes-write.js'
-import { internals, nextPacketId, type AedesBroker, type AedesClient } from './aedes-internals.js'
+import { internals, nextPacketId, wrapPersistenceMethod, writeLikeAedes, type AedesBroker, type AedesClient } from '../core/aedes-adapter.js'
 import { topicMatches } from './topic.js'
 import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
 
@@ -77,7 +76,7 @@ function deliverUncapped(client: AedesClient, original: Routed, done: () => void
   }
   setImmediate(() => {
     const packet = qosPacket(client, broker, toForward)
-    const write = (): void => writeLikeAedes(client as never, packet as unknown as Packet, (err) => {
+    const write = (): void => writeLikeAedes(client, packet as unknown as Packet, (err) => {
       if (err) client.emit('error', err)
       done()
     })
@@ -135,15 +134,13 @@ function qosPacket(client: AedesClient, broker: AedesBroker, original: Routed): 
  * messages of its filters (lib/handlers/subscribe.js `completeSubscribe`). Installed once per
  * broker, before any client connects (server.ts).
  */
-export function capRetainedAtGranted(broker: AedesBroker): void {
+export function capRetainedAtGranted(broker: Aedes): void {
   let announced: readonly { topic: string; qos: number }[] | undefined
   broker.on('subscribe', (subs: { topic: string; qos: number }[]) => {
     announced = subs
     queueMicrotask(() => { announced = undefined })
   })
-  const persistence = broker.persistence
-  const retained = persistence.createRetainedStreamCombi.bind(persistence)
-  persistence.createRetainedStreamCombi = (patterns) => {
+  wrapPersistenceMethod(broker, 'createRetainedStreamCombi', (retained) => (patterns) => {
     const source = retained(patterns)
     const subs = announced
     announced = undefined
@@ -164,7 +161,7 @@ export function capRetainedAtGranted(broker: AedesBroker): void {
     })
     source.on('error', (err: Error) => atGranted.destroy(err))
     return source.pipe(atGranted)
-  }
+  })
 }
 
 function noop(): void {}

@@ -1,7 +1,7 @@
 import type { Aedes, Client } from 'aedes'
 import type { IPublishPacket, Packet } from 'mqtt-packet'
-import { writeLikeAedes } from './aedes-write.js'
-import { setPublishHandler } from './wire.js'
+import { brokerInternals, brokerPublish, internals, writeLikeAedes, type AedesClient } from '../core/aedes-adapter.js'
+import { setPublishHandler } from '../core/wire.js'
 
 /*
  * The hot path of an inbound PUBLISH, without aedes' generic handler chain. aedes 2.0.0-beta.1
@@ -22,26 +22,6 @@ import { setPublishHandler } from './wire.js'
  * client resends). Anything else goes through aedes unchanged.
  */
 
-interface ClientInternals {
-  readonly broker: Aedes
-  readonly conn: NodeJS.WritableStream
-  readonly closed: boolean
-  readonly connected: boolean
-  readonly connecting: boolean
-  readonly connackSent?: boolean
-  readonly errored: boolean
-  readonly version: number | null
-  readonly _wireVersion: number | null
-  readonly _parser: { _queue: unknown[] | null }
-  readonly _requestProblemInformation?: boolean
-  readonly _keepaliveInterval: number
-  readonly _keepaliveTimer: { refresh(): void } | null
-  _parsingBatch: number
-  _nextBatch(err?: Error | null): void
-  waitForDrain(done: (err?: Error | null) => void): void
-  emit(event: string, ...args: unknown[]): boolean
-}
-
 type Done = (err?: Error | null) => void
 
 const NOT_AUTHORIZED = 0x87
@@ -58,13 +38,13 @@ class PubAck {
 const fastPubAck = (messageId: number): Packet => new PubAck(messageId) as unknown as Packet
 
 export function installFastPublish(broker: Aedes): () => void {
-  const maxTopicLevels = (broker as unknown as { maxTopicLevels: number }).maxTopicLevels
+  const maxTopicLevels = brokerInternals(broker).maxTopicLevels
   // Looked up per call: other features (puback-order.ts) wrap broker.publish too.
-  const target = broker as unknown as { publish(packet: IPublishPacket, client: Client, done: Done): void }
+  const publish = brokerPublish(broker)
 
   /** What aedes' handlePublish checks before anything else; a failing packet goes to aedes for its error path. */
   const accepts = (c: Client, packet: IPublishPacket): boolean => {
-    const client = c as unknown as ClientInternals
+    const client = internals(c)
     // QoS 2 (PUBREC, the stored packet identifier) stays with aedes.
     if (packet.qos > 1 || !client.connected || client.connackSent !== true || client.closed || client._parser._queue !== null) return false
     const topic = packet.topic
@@ -79,7 +59,7 @@ export function installFastPublish(broker: Aedes): () => void {
   }
 
   const take = (c: Client, packet: IPublishPacket): void => {
-    const client = c as unknown as ClientInternals
+    const client = internals(c)
     // As aedes' parser listener does: the connection's next read waits for this packet.
     client._parsingBatch++
     const done: Done = (err) => client._nextBatch(err)
@@ -90,10 +70,10 @@ export function installFastPublish(broker: Aedes): () => void {
         return
       }
       if (packet.qos === 0) {
-        target.publish(packet, c, done)
+        publish(packet as never, c, done)
         return
       }
-      target.publish(packet, c, (publishError?: Error | null) => {
+      publish(packet as never, c, (publishError?: Error | null) => {
         if (publishError) done(publishError)
         else writeLikeAedes(client, fastPubAck(packet.messageId!), done)
       })
@@ -101,7 +81,7 @@ export function installFastPublish(broker: Aedes): () => void {
   }
 
   /** aedes' authorizePublish refusal: 3.1.1 closes; 5.0 answers QoS 1 with 0x87 and goes on. */
-  const refused = (client: ClientInternals, packet: IPublishPacket, err: Error, done: Done): void => {
+  const refused = (client: AedesClient, packet: IPublishPacket, err: Error, done: Done): void => {
     if (client.version !== 5) {
       done(err)
       return

@@ -1,8 +1,8 @@
 import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import type { Logger } from '../log.js'
-import { internals } from './aedes-internals.js'
-import { tapInbound, tapOutbound, wireSize } from './wire.js'
+import { internals } from '../core/aedes-adapter.js'
+import { tapInbound, tapOutbound, wireSize } from '../core/wire.js'
 
 /*
  * Outbound flow control, which aedes 2.0.0-beta.1 lacks (it stores a 5.0 client's Receive Maximum
@@ -130,7 +130,7 @@ export function installFlowControl(options: FlowControlOptions): () => void {
     if (state.roomWaiters === undefined) {
       state.roomWaiters = []
       // A closed connection's restore is let go: its writes fail and end it.
-      const conn = (client as Client & { conn?: NodeJS.EventEmitter }).conn
+      const conn = internals(client).conn as NodeJS.EventEmitter | undefined
       const current = state
       conn?.once('close', () => { for (const waiter of current.roomWaiters!.splice(0)) waiter() })
     }

@@ -1,5 +1,5 @@
 import type { AedesPublishPacket } from 'aedes'
-import type { AedesClient } from './aedes-internals.js'
+import type { AedesClient } from '../core/aedes-adapter.js'
 import { grantedQos } from './delivery-qos.js'
 
 /*
@@ -53,7 +53,7 @@ export function dedupeByMessage(client: AedesClient): void {
 
 /** Resets aedes' record for the publishing node unless `packet` is the message it last delivered. */
 function forgetUnlessSame(client: AedesClient, packet: AedesPublishPacket): void {
-  const duplicates = (client as AedesClient & { duplicates: Record<string, number> }).duplicates
+  const duplicates = client.duplicates
   const { brokerId, brokerCounter } = packet as AedesPublishPacket & { brokerId?: string; brokerCounter?: number }
   if (brokerId !== undefined && duplicates[brokerId] !== brokerCounter) duplicates[brokerId] = 0
 }

@@ -1,6 +1,7 @@
 import type { Aedes, Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
-import { handledFast, tapInbound, tapOutbound } from './wire.js'
+import { handledFast, tapInbound, tapOutbound } from '../core/wire.js'
+import { internals, wrapBrokerPublish } from '../core/aedes-adapter.js'
 
 /*
  * A PUBACK only once the node owns the message. "The receiver … MUST respond with a PUBACK packet
@@ -37,14 +38,12 @@ interface Pending {
   published: boolean
 }
 
-type Publish = (packet: { qos?: number; messageId?: number }, client: Client | null, done?: (err?: Error | null) => void) => void
-
 const REASON_CODE_ERROR_THRESHOLD = 0x80
 
 export function pubackAfterPublish(broker: Aedes): () => void {
   /** Per connection: its QoS 1 PUBLISH packets not yet acknowledged, in arrival order. */
   const pending = new WeakMap<Client, Pending[]>()
-  const ours = (client: Client): boolean => (client as Client & { broker?: Aedes }).broker === broker
+  const ours = (client: Client): boolean => internals(client).broker === broker
 
   const release = (client: Client, queue: Pending[]): void => {
     while (queue.length > 0 && queue[0].published && queue[0].puback !== undefined) {
@@ -73,24 +72,22 @@ export function pubackAfterPublish(broker: Aedes): () => void {
     return true
   })
 
-  const target = broker as unknown as { publish: Publish }
-  const publish = target.publish
-  target.publish = function publishThenAck(packet, client, done) {
+  const restorePublish = wrapBrokerPublish(broker, (publish) => function publishThenAck(packet, client, done) {
     const queue = client && packet.qos === 1 ? pending.get(client) : undefined
     const entry = queue?.find((p) => p.puback !== undefined && !p.published && p.messageId === packet.messageId)
-    if (queue === undefined || entry === undefined) return publish.call(broker, packet, client, done)
-    publish.call(broker, packet, client, (err) => {
+    if (queue === undefined || entry === undefined) return publish(packet, client, done)
+    publish(packet, client, (err) => {
       if (!err) {
         entry.published = true
         release(client!, queue)
       }
       done?.(err)
     })
-  }
+  })
 
   return () => {
     removeInbound()
     removeOutbound()
-    target.publish = publish
+    restorePublish()
   }
 }

@@ -1,5 +1,6 @@
 import type { Client } from 'aedes'
-import { handledFast, tapInbound, tapOutbound } from './wire.js'
+import { handledFast, tapInbound, tapOutbound } from '../core/wire.js'
+import { internals } from '../core/aedes-adapter.js'
 
 /*
  * The node's own Receive Maximum, for 5.0 clients (aedes 2.0.0-beta.1 can advertise one but never
@@ -68,7 +69,7 @@ export function installReceiveMaximum({ receiveMaximum, onExceeded }: ReceiveMax
     if (state === undefined) states.set(client, state = { qos1: 0, qos2: undefined })
     if (packet.qos === 1) state.qos1++
     else (state.qos2 ??= new Set()).add(packet.messageId!)
-    if (unacknowledged(state) > receiveMaximum && (client as Client & { connackSent?: boolean }).connackSent === true) onExceeded(client, unacknowledged(state))
+    if (unacknowledged(state) > receiveMaximum && internals(client).connackSent === true) onExceeded(client, unacknowledged(state))
   })
 
   const removeAcks = tapOutbound({ cmds: ['puback', 'pubrec', 'pubcomp'], mqtt5Only: true }, (client, packet, send) => {

@@ -1,6 +1,7 @@
 import { Transform, type Readable } from 'node:stream'
 import type { Aedes, Client } from 'aedes'
 import { whenWindowHasRoom } from './flow-control.js'
+import { brokerInternals, wrapPersistenceMethod } from '../core/aedes-adapter.js'
 
 /*
  * [MQTT-3.3.1-1] "The DUP flag MUST be set to 1 by the Client or Server when it attempts to
@@ -16,16 +17,15 @@ import { whenWindowHasRoom } from './flow-control.js'
  */
 
 interface Stored { cmd?: string; messageId?: number; dup?: boolean }
-type OutgoingStream = (client: Client) => Readable
 
 const marked = new WeakSet<object>()
 
 export function markRedeliveries(broker: Aedes): void {
-  const persistence = (broker as unknown as { persistence: { outgoingStream: OutgoingStream } }).persistence
+  // Once per persistence: brokers in one process may share one.
+  const persistence = brokerInternals(broker).persistence
   if (marked.has(persistence)) return
   marked.add(persistence)
-  const original = persistence.outgoingStream.bind(persistence)
-  persistence.outgoingStream = (client) => {
+  wrapPersistenceMethod(broker, 'outgoingStream', (original) => (client: Client) => {
     const mark = new Transform({
       objectMode: true,
       // One message ahead at most: the window decides when the next is read.
@@ -36,8 +36,8 @@ export function markRedeliveries(broker: Aedes): void {
         whenWindowHasRoom(client, () => next(null, out))
       },
     })
-    const source = original(client)
+    const source = original(client) as Readable
     source.on('error', (err: Error) => mark.destroy(err))
     return source.pipe(mark)
-  }
+  })
 }

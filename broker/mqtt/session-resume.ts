@@ -1,5 +1,5 @@
 import type { Aedes, Client } from 'aedes'
-import { internals } from './aedes-internals.js'
+import { internals } from '../core/aedes-adapter.js'
 
 /*
  * A resumed session gets the messages queued for it. 5.0 §4.1: the session state includes the

@@ -1,6 +1,6 @@
 import type { Client } from 'aedes'
 import type { ISubackPacket, ISubscribePacket } from 'mqtt-packet'
-import { tapInbound, tapOutbound } from './wire.js'
+import { tapInbound, tapOutbound } from '../core/wire.js'
 
 /*
  * [MQTT-3.9.3-1] "The SUBACK packet sent by the Server to the Client MUST contain a Reason Code

@@ -1,6 +1,6 @@
 import type { Aedes, AedesPublishPacket, Client, Subscription } from 'aedes'
 import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
-import { internals } from './aedes-internals.js'
+import { internals } from '../core/aedes-adapter.js'
 import { topicMatches } from './topic.js'
 
 /*

@@ -1,6 +1,6 @@
 import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
-import { tapOutbound, wireSize } from './wire.js'
+import { tapOutbound, wireSize } from '../core/wire.js'
 
 /*
  * Server → client Topic Aliases (5.0 §3.3.2.3.4): a fleet with long topic names saves their bytes

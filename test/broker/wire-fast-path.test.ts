@@ -8,7 +8,7 @@ import { runProgram } from '../helpers/program.js'
 
 /*
  * The broker decodes PUBLISH and PUBACK packets itself and encodes the PUBLISH and PUBACK packets
- * it sends (broker/mqtt/wire.ts), and leaves every other packet, and anything unusual, to
+ * it sends (broker/core/wire.ts), and leaves every other packet, and anything unusual, to
  * mqtt-packet. These tests send what a client may legally put in one TCP segment — fast-path
  * packets mixed with others, split at every byte, MQTT 5.0 properties, non-ASCII topics — and check
  * what third-party clients receive. Order is checked per QoS: a QoS 0 message may overtake a QoS 1

@@ -27,7 +27,7 @@ const FEEDBACK = /\/build\/broker\/|\/node_modules\/(aedes|aedes-[a-z-]+|mqtt-pa
 
 /** The parsers the report names, each with the code that reads network bytes. */
 export const PARSER_MODULES: readonly { readonly name: string; readonly match: RegExp }[] = [
-  { name: 'broker/mqtt/wire.ts (lean parser, taps)', match: /\/build\/broker\/mqtt\/wire\.js$/ },
+  { name: 'broker/core/wire.ts (lean parser, taps)', match: /\/build\/broker\/core\/wire\.js$/ },
   { name: 'mqtt-packet parser.js', match: /\/node_modules\/mqtt-packet\/parser\.js$/ },
   { name: 'aedes lib/handlers/*.js', match: /\/node_modules\/aedes\/lib\/handlers\/[a-z]+\.js$/ },
   { name: 'broker/listeners/proxy-protocol.ts', match: /\/build\/broker\/listeners\/proxy-protocol\.js$/ },

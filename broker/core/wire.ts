@@ -1,17 +1,14 @@
-import { createRequire } from 'node:module'
 import mqttPacket, { type Packet } from 'mqtt-packet'
 import type { Client } from 'aedes'
-
-/** The `bl` that mqtt-packet's parser uses, resolved from mqtt-packet itself. */
-const BufferList = createRequire(createRequire(import.meta.url).resolve('mqtt-packet'))('bl/BufferList.js') as new () => object
+import { BufferList, MqttPacketClass, brokerInternals, internals, replaceCodec, type ParserInternals, type WriteToStream } from './aedes-adapter.js'
 
 /*
  * The two points every MQTT packet of an aedes connection passes through: the parser aedes creates
  * per connection (`mqttPacket.parser()`) and the serializer it writes with
  * (`mqttPacket.writeToStream()`). aedes looks both up on the mqtt-packet module object at call
- * time, so wrapping them here — once, in this process — lets features observe every inbound
- * packet before aedes handles it and decide on every outbound packet before it reaches the socket,
- * without patching aedes. We need that where aedes has no hook: outbound flow control
+ * time; the adapter (aedes-adapter.ts `replaceCodec`) replaces them there, once per process, so
+ * that features observe every inbound packet before aedes handles it and decide on every outbound
+ * packet before it reaches the socket. We need that where aedes has no hook: outbound flow control
  * ([MQTT-3.3.4-9] Receive Maximum, [MQTT-3.1.2-25] Maximum Packet Size), CONNACK and DISCONNECT
  * properties, and the `$share/` subscriptions aedes 2.0.0-beta.1 refuses before any hook runs.
  *
@@ -33,14 +30,6 @@ export interface TapFilter {
   readonly cmds: readonly Packet['cmd'][]
   /** Only packets of MQTT 5.0 connections. */
   readonly mqtt5Only?: boolean
-}
-
-type WriteToStream = (packet: Packet, stream: NodeJS.WritableStream, opts?: object) => boolean
-type ParserFactory = typeof mqttPacket.parser
-
-interface MqttPacketModule {
-  parser: ParserFactory
-  writeToStream: WriteToStream
 }
 
 interface Registered<T> {
@@ -219,17 +208,7 @@ function writeVarInt(bytes: Buffer, offset: number, value: number): number {
   return offset
 }
 
-/** mqtt-packet's packet class: lean-parsed packets get the same shape (and hidden class) as its own. */
-const MqttPacketClass = createRequire(createRequire(import.meta.url).resolve('mqtt-packet'))('./packet.js') as new () => Packet & Record<string, unknown>
-
-interface ParserState {
-  client?: Client
-  settings: { protocolVersion?: number }
-  _list: { length: number }
-  _stateCounter: number
-  error: Error | null
-  emit(event: 'packet', packet: Packet): boolean
-}
+type ParserState = ParserInternals
 
 /*
  * The parser aedes reads with, for the hot path: complete PUBLISH packets (without 5.0 properties)
@@ -274,7 +253,7 @@ export const handledFast = (packet: object): boolean => packet === inboundFast |
 function leanParse(this: ParserState, buf: Buffer): number {
   if (this._stateCounter !== 0 || this._list.length !== 0 || this.error !== null || this.client === undefined) return mqttParse.call(this, buf)
   const version = this.settings.protocolVersion ?? 4
-  const maximum = (this.client as unknown as { broker: { maximumPacketSize?: number } }).broker.maximumPacketSize ?? 0
+  const maximum = brokerInternals(internals(this.client).broker).maximumPacketSize ?? 0
   let pos = 0
   while (pos < buf.length) {
     const first = buf[pos]
@@ -373,37 +352,29 @@ function onParsedPacket(this: { client?: Client; settings: { protocolVersion?: n
 function install(): void {
   if (installed) return
   installed = true
-  const target = mqttPacket as unknown as MqttPacketModule
-  const originalParser = target.parser
-  originalWrite = target.writeToStream
-  // mqtt-packet builds its table of packet-id buffers (65,536 small Buffers, ≈ 6 MiB) on its first
-  // write: at start-up rather than with the first client, so that it is never mistaken for (or
-  // paid by) a connection.
-  writePacket({ cmd: 'pingresp' }, { write: () => true } as unknown as ClientStream, undefined)
-
-  target.parser = function tappedParser(...args: Parameters<ParserFactory>) {
-    const parser = originalParser(...args)
+  const { original } = replaceCodec((parser) => {
     // The parser's byte queue is a `bl` BufferListStream: a whole Duplex (two stream states) per
     // connection, of which the parser uses only the list. The plain BufferList has the same
     // methods; the parser makes a new stream only after a parse error, which ends the connection.
-    ;(parser as unknown as { _list: object })._list = new BufferList()
+    parser._list = new BufferList() as ParserInternals['_list']
     // Registered before aedes adds its own 'packet' listener, so taps run first.
     parser.on('packet', onParsedPacket)
-    const lean = parser as unknown as { parse: typeof leanParse }
-    mqttParse ??= lean.parse
-    lean.parse = leanParse
-    return parser
-  } as ParserFactory
-
-  target.writeToStream = function tappedWrite(packet, stream: ClientStream, opts) {
+    mqttParse ??= parser.parse
+    parser.parse = leanParse
+  }, (write) => function tappedWrite(packet, stream: ClientStream, opts) {
     const client = stream.client
-    if (client === undefined) return originalWrite(packet, stream, opts)
+    if (client === undefined) return write(packet, stream, opts)
     coalesce(stream)
     const entry = outboundByCmd.get(packet.cmd)
     const taps = entry === undefined ? undefined : client.version === 5 ? entry.mqtt5 : entry.any
     if (taps === undefined || taps.length === 0) return writePacket(packet, stream, opts)
     return runOutbound(taps, 0, client, packet, stream, opts)
-  }
+  })
+  originalWrite = original.writeToStream
+  // mqtt-packet builds its table of packet-id buffers (65,536 small Buffers, ≈ 6 MiB) on its first
+  // write: at start-up rather than with the first client, so that it is never mistaken for (or
+  // paid by) a connection.
+  writePacket({ cmd: 'pingresp' }, { write: () => true } as unknown as ClientStream, undefined)
 }
 
 /** Adds a tap for the packets `filter` names; returns the function that removes it. */
