@@ -5,8 +5,14 @@ set -Eeuo pipefail
 readonly DEBIAN_PACKAGES=(
   redis-server redis-sentinel haproxy openssh-server mosquitto mosquitto-clients openssl
   iproute2 systemd-container mmdebstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common
-  genisoimage shellcheck fdisk python3-paho-mqtt
+  genisoimage shellcheck fdisk python3-paho-mqtt openjdk-17-jre-headless maven kcat
 )
+
+# Apache Kafka for the rules tests (test/helpers/kafka.ts): the broker's jar and its runtime
+# dependencies, resolved by Maven into a git-ignored folder. The distribution's shell scripts are
+# not among Maven's artifacts; the helper runs its main classes with `java -cp`.
+readonly KAFKA_VERSION=4.4.0
+readonly KAFKA_DIR=.cache/kafka/$KAFKA_VERSION
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -39,8 +45,45 @@ install_debian_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Idempotent: a folder that holds the marker was resolved completely and is kept.
+install_kafka() {
+  if [ -f "$KAFKA_DIR/complete" ]; then
+    log "Apache Kafka $KAFKA_VERSION: present in $KAFKA_DIR"
+    return
+  fi
+  log "Apache Kafka $KAFKA_VERSION: resolving org.apache.kafka:kafka_2.13 and its runtime dependencies with Maven"
+  local work
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now: the folder is this call's
+  trap "rm -rf '$work'" RETURN
+  cat >"$work/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>fleetmq.test</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>$KAFKA_VERSION</version>
+    </dependency>
+  </dependencies>
+</project>
+POM
+  mvn --batch-mode --quiet -Dstyle.color=never -f "$work/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$work/libs" >&2
+  touch "$work/libs/complete"
+  rm -rf "$KAFKA_DIR"
+  mkdir -p "$(dirname "$KAFKA_DIR")"
+  mv "$work/libs" "$KAFKA_DIR"
+  log "Apache Kafka $KAFKA_VERSION: $(find "$KAFKA_DIR" -name '*.jar' | wc -l) jars in $KAFKA_DIR"
+}
+
 cd "$(dirname "$0")/.."
 install_debian_packages
+install_kafka
 log "npm dependencies"
 npm ci --no-audit --no-fund
 log "compiling TypeScript"
