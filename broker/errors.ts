@@ -16,6 +16,7 @@ export const ERRORS = {
   CLUSTER: 'the cluster operation failed',
   MGMT_REQUEST: 'the management API refused the request',
   MGMT_TOKEN: 'the local management token cannot be written',
+  RULE_INVALID: 'a rule cannot be compiled',
 } as const
 
 export type ErrorCode = keyof typeof ERRORS

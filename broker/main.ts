@@ -13,6 +13,7 @@ import { mqttProtocolFeature } from './mqtt/index.js'
 import { sharedSubscriptionsFeature } from './shared/index.js'
 import { createLocalToken, type LocalToken } from './mgmt/local-token.js'
 import { installLastResortHandler, uncaughtErrors } from './features/last-resort.js'
+import { createRules } from './rules/index.js'
 
 /*
  * A node from a validated config: the features in the order their hooks run, the management
@@ -72,8 +73,9 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
   cluster.useMetrics(metrics)
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })
+  const rules = createRules(config, log, metrics.registry, () => cluster.nodeId())
   // MQTT 5.0 gaps and shared subscriptions after the ACL: a subscription it refuses joins no group.
-  const features = [cluster.guard, limits, auth, acl, mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), cluster.stats, sys, metrics.feature]
+  const features = [cluster.guard, limits, auth, acl, mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), ...(rules ? [rules.feature] : []), cluster.stats, sys, metrics.feature]
   const node = await startNode({
     config,
     log,
@@ -87,6 +89,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
       limits.observe(aedes)
       sys.attach(aedes)
       cluster.attachBroker(aedes)
+      rules?.attach(aedes)
       onListen?.()
     },
   })

@@ -4,6 +4,7 @@ import { configCommand } from './commands/config.js'
 import { userCommand } from './commands/user.js'
 import { aclCommand } from './commands/acl.js'
 import { clusterCommand } from './commands/cluster.js'
+import { ruleCommand } from './commands/rule.js'
 import { reportError } from './output.js'
 import { FLEETMQ_VERSION } from '../version.js'
 
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
     .addCommand(userCommand)
     .addCommand(aclCommand)
     .addCommand(clusterCommand)
+    .addCommand(ruleCommand)
 }
 
 buildProgram()

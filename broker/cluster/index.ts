@@ -62,6 +62,8 @@ export interface Cluster {
   readonly sharedGroups: RedisSharedSubscriptionGroups | undefined
   /** Where the cluster reports dropped messages (overload). */
   useMetrics(metrics: Pick<Metrics, 'dropped'>): void
+  /** This node's id (final once `attach` ran: it may take the bound management port). */
+  nodeId(): string
 }
 
 const SEED_TIMEOUT_MS = 5_000
@@ -242,6 +244,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     attachBroker(aedes) {
       backend.attach(aedes)
     },
+    nodeId: () => nodeId,
     async attach(running) {
       node = running
       if (!backend.redis) return

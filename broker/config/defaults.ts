@@ -146,4 +146,21 @@ export const DEFAULTS = Object.freeze({
      */
     redisWaitTimeout: 2_000,
   }),
+  rules: Object.freeze({
+    /**
+     * Messages an action holds in memory while its sink is slow or down (about 100 MB at 1 KB
+     * each); past it the oldest is dropped and counted (`fleetmq_action_dropped_total`).
+     */
+    maxQueued: 100_000,
+    /** Messages per send to a sink (one batch in flight per action keeps each key's order). */
+    maxBatch: 1_000,
+    /** Milliseconds before the first retry of a failed send; doubles per failure. */
+    initialBackoff: 100,
+    /** Longest wait between retries, ms. */
+    maxBackoff: 5_000,
+    /** Milliseconds to connect to a Kafka broker. */
+    kafkaConnectTimeout: 5_000,
+    /** Milliseconds a Kafka produce request may take. */
+    kafkaRequestTimeout: 10_000,
+  }),
 })

@@ -1,6 +1,8 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
 import { DEFAULTS, DEFAULT_PORTS } from './defaults.js'
+import { compileRule, RuleSyntaxError } from '../rules/rule.js'
+import { templateProblem } from '../rules/template.js'
 
 /*
  * The configuration contract. The broker validates it once at start and freezes the result;
@@ -211,6 +213,111 @@ export const clusterSchema = z.strictObject({
   maxMemory: z.number().int().min(64 * 1024 * 1024).default(DEFAULTS.cluster.maxMemory),
 })
 
+/** An action template (`alerts/${clientid}`): placeholders name fields of the rule's output. */
+const template = z.string().min(1).superRefine((text, ctx) => {
+  const problem = templateProblem(text)
+  if (problem) ctx.addIssue({ code: 'custom', message: `${problem}; write \${field} with a field of the rule's SELECT` })
+})
+
+/** Bounds of an action's buffer and its retries (broker/rules/queue.ts). */
+const actionBuffer = {
+  /** Messages waiting for the sink (in memory); past it the oldest is dropped and counted. */
+  maxQueued: z.number().int().min(1).default(DEFAULTS.rules.maxQueued),
+  /** Messages per send to the sink. */
+  maxBatch: z.number().int().min(1).max(100_000).default(DEFAULTS.rules.maxBatch),
+  /** First retry delay after a failed send, ms; doubles per failure up to maxBackoff. */
+  initialBackoff: z.number().int().min(1).default(DEFAULTS.rules.initialBackoff),
+  /** Longest retry delay, ms. */
+  maxBackoff: z.number().int().min(1).default(DEFAULTS.rules.maxBackoff),
+}
+
+export const republishActionSchema = z.strictObject({
+  type: z.literal('republish'),
+  /** Topic template (`alerts/${clientid}`). */
+  topic: template,
+  qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(0),
+  retain: z.boolean().default(false),
+  /** Payload template; default the rule's output as JSON. */
+  payload: template.optional(),
+  ...actionBuffer,
+})
+
+export const kafkaActionSchema = z.strictObject({
+  type: z.literal('kafka'),
+  /** Name of a `connectors` entry of type kafka. */
+  connector: z.string().min(1),
+  /** Kafka topic (a template). */
+  topic: template,
+  /** Record key template: records with one key go to one partition, in order. Absent: no key. */
+  key: template.optional(),
+  /** Record value template; default the rule's output as JSON. */
+  payload: template.optional(),
+  /** Record headers, each value a template. */
+  headers: z.record(z.string().min(1), template).default({}),
+  ...actionBuffer,
+})
+
+export const ruleActionSchema = z.discriminatedUnion('type', [republishActionSchema, kafkaActionSchema], {
+  error: (issue) => (issue.code === 'invalid_union' ? 'type must be republish or kafka' : undefined),
+})
+
+export const ruleSchema = z.strictObject({
+  /** Names the rule in logs and metrics (`fleetmq_rule_matched_total{rule="…"}`). */
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, _ . - (at most 64)'),
+  /** `SELECT … FROM "topic/filter" [WHERE …]` (docs/rules.md). */
+  sql: z.string().superRefine((sql, ctx) => {
+    try {
+      compileRule(sql)
+    } catch (err) {
+      if (!(err instanceof RuleSyntaxError)) throw err
+      ctx.addIssue({ code: 'custom', message: `${err.message} (docs/rules.md has the syntax; try it with fleetmq rule test --sql)` })
+    }
+  }),
+  enabled: z.boolean().default(true),
+  actions: z.array(ruleActionSchema).min(1, 'a rule needs at least one action (republish or kafka)'),
+})
+
+const saslSchema = z.strictObject({
+  mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']),
+  username: z.string().min(1),
+  /** File holding the password; never the password itself in the config. */
+  passwordFile: z.string().min(1),
+})
+
+export const kafkaConnectorSchema = z
+  .strictObject({
+    type: z.literal('kafka'),
+    /** Bootstrap servers, HOST:PORT. */
+    bootstrap: z.array(hostPort).min(1),
+    clientId: z.string().min(1).default('fleetmq'),
+    /** all: every in-sync replica (-1); leader: the leader only (1); none: no acknowledgement (0). */
+    acks: z.enum(['all', 'leader', 'none']).default('all'),
+    /** Idempotent producer: a retried batch is written once per partition. Needs acks all. */
+    idempotent: z.boolean().default(true),
+    compression: z.enum(['none', 'gzip']).default('none'),
+    /** TLS to the brokers: true for the system's CAs, or PEM files. */
+    tls: z.union([z.boolean(), z.strictObject({
+      caFile: z.string().min(1).optional(),
+      certFile: z.string().min(1).optional(),
+      keyFile: z.string().min(1).optional(),
+      servername: z.string().min(1).optional(),
+    })]).default(false),
+    sasl: saslSchema.optional(),
+    /** Milliseconds to connect to a broker. */
+    connectTimeout: z.number().int().min(100).default(DEFAULTS.rules.kafkaConnectTimeout),
+    /** Milliseconds a produce request may take. */
+    requestTimeout: z.number().int().min(100).default(DEFAULTS.rules.kafkaRequestTimeout),
+  })
+  .superRefine((connector, ctx) => {
+    if (connector.idempotent && connector.acks !== 'all') {
+      ctx.addIssue({ code: 'custom', path: ['idempotent'], message: 'an idempotent producer needs acks: all; set acks: all or idempotent: false' })
+    }
+  })
+
+export const connectorSchema = z.discriminatedUnion('type', [kafkaConnectorSchema], {
+  error: (issue) => (issue.code === 'invalid_union' ? 'type must be kafka (RabbitMQ, SQL, HTTP and MQTT bridge connectors are not built yet)' : undefined),
+})
+
 export const configSchema = z
   .strictObject({
     /** Accept clients without credentials. Development only: a warning is logged at every start. */
@@ -243,6 +350,10 @@ export const configSchema = z
       .prefault({}),
     /** Cluster membership and the Redis backend (see docs/cluster.md). */
     cluster: clusterSchema.prefault({}),
+    /** Shared connections to external systems, by name; rules' actions refer to them (docs/rules.md). */
+    connectors: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'letters, digits, _ . - (at most 64)'), connectorSchema).default({}),
+    /** Rules run on the messages this node receives from its clients (docs/rules.md). */
+    rules: z.array(ruleSchema).default([]),
     /** Server Reference sent to 5.0 clients with Use Another Server / Server Moved. */
     serverReference: z.string().min(1).optional(),
     /** Seconds between `$SYS` statistics publications. */
@@ -279,6 +390,25 @@ export const configSchema = z
         message: `must not exceed limits.stuckConsumerBytes (${config.limits.stuckConsumerBytes})`,
       })
     }
+    const ruleIds = new Map<string, number>()
+    config.rules.forEach((rule, index) => {
+      if (ruleIds.has(rule.id)) {
+        ctx.addIssue({ code: 'custom', path: ['rules', index, 'id'], message: `"${rule.id}" is already the id of rules[${ruleIds.get(rule.id)}]; give each rule its own id` })
+      }
+      ruleIds.set(rule.id, index)
+      rule.actions.forEach((action, a) => {
+        if (action.type !== 'kafka') return
+        const connector = config.connectors[action.connector]
+        if (!connector) {
+          const known = Object.keys(config.connectors)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', index, 'actions', a, 'connector'],
+            message: `no connector named "${action.connector}"; ${known.length ? `use one of ${known.join(', ')}` : 'add it under connectors (type: kafka, bootstrap: [HOST:PORT])'}`,
+          })
+        }
+      })
+    })
     const seen = new Map<string, number>()
     config.listeners.forEach((listener, index) => {
       const key = `${listener.host}:${listener.port ?? DEFAULT_PORTS[listener.type]}`
@@ -300,3 +430,8 @@ export type TlsConfig = z.output<typeof tlsSchema>
 export type AclRule = z.output<typeof aclRuleSchema>
 export type AclSettings = z.output<typeof aclSettingsSchema>
 export type ClusterConfig = z.output<typeof clusterSchema>
+export type RuleConfig = z.output<typeof ruleSchema>
+export type RuleActionConfig = z.output<typeof ruleActionSchema>
+export type KafkaActionConfig = z.output<typeof kafkaActionSchema>
+export type RepublishActionConfig = z.output<typeof republishActionSchema>
+export type KafkaConnectorConfig = z.output<typeof kafkaConnectorSchema>

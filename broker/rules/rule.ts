@@ -31,12 +31,10 @@ export interface RuleInput {
   readonly peerhost?: string
   /** `message`, or the event's name (`client_connected` …). */
   readonly event: string
-  /** client_disconnected: why (`normal`, `keepalive_timeout`, `error`, …). */
-  readonly reason?: string
 }
 
 /** The fields a rule may name; `payload.x.y` reads into a JSON payload. */
-export const FIELDS = ['clientid', 'username', 'topic', 'qos', 'retain', 'payload', 'timestamp', 'node', 'peerhost', 'event', 'reason'] as const
+export const FIELDS = ['clientid', 'username', 'topic', 'qos', 'retain', 'payload', 'timestamp', 'node', 'peerhost', 'event'] as const
 
 export type RuleOutput = Record<string, unknown>
 
