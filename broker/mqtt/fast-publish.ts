@@ -2,6 +2,7 @@ import type { Aedes, Client } from 'aedes'
 import type { IPublishPacket, Packet } from 'mqtt-packet'
 import { brokerInternals, brokerPublish, internals, writeLikeAedes, type AedesClient } from '../core/aedes-adapter.js'
 import { setPublishHandler } from '../core/wire.js'
+import { ownPathAcknowledged, startWithinQuota } from '../core/session.js'
 
 /*
  * The hot path of an inbound PUBLISH, without aedes' generic handler chain. aedes 2.0.0-beta.1
@@ -62,20 +63,27 @@ export function installFastPublish(broker: Aedes): () => void {
     const client = internals(c)
     // As aedes' parser listener does: the connection's next read waits for this packet.
     client._parsingBatch++
-    const done: Done = (err) => client._nextBatch(err)
     if (client._keepaliveInterval > 0) client._keepaliveTimer?.refresh()
-    broker.authorizePublish(c, packet as never, (err?: Error | null) => {
+    // Within the node's Receive Maximum (core/session.ts): a 5.0 client's burst is paced.
+    startWithinQuota(c, packet.qos, () => handle(client, packet))
+  }
+
+  const handle = (client: AedesClient, packet: IPublishPacket): void => {
+    const done: Done = (err) => client._nextBatch(err)
+    broker.authorizePublish(client, packet as never, (err?: Error | null) => {
       if (err) {
         refused(client, packet, err, done)
         return
       }
       if (packet.qos === 0) {
-        publish(packet as never, c, done)
+        publish(packet as never, client, done)
         return
       }
-      publish(packet as never, c, (publishError?: Error | null) => {
+      publish(packet as never, client, (publishError?: Error | null) => {
         if (publishError) done(publishError)
         else writeLikeAedes(client, fastPubAck(packet.messageId!), done)
+        // The PUBACK is written (or the connection ends): this PUBLISH no longer takes quota.
+        ownPathAcknowledged(client)
       })
     })
   }
@@ -95,6 +103,7 @@ export function installFastPublish(broker: Aedes): () => void {
     ack.reasonCode = NOT_AUTHORIZED
     if (err.message && client._requestProblemInformation !== false) ack.properties = { reasonString: err.message }
     writeLikeAedes(client, ack as unknown as Packet, () => done())
+    ownPathAcknowledged(client)
   }
 
   return setPublishHandler({ accepts, take })

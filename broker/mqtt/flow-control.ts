@@ -2,6 +2,7 @@ import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import type { Logger } from '../log.js'
 import { internals } from '../core/aedes-adapter.js'
+import { existingSession, sessionOf, type Session, type WaitingPublish } from '../core/session.js'
 import { tapInbound, tapOutbound, wireSize } from '../core/wire.js'
 
 /*
@@ -23,7 +24,8 @@ import { tapInbound, tapOutbound, wireSize } from '../core/wire.js'
  *   is discarded and treated as delivered: its QoS 1/2 state is cleared from the session so it is
  *   not resent on reconnect.
  *
- * State exists only for connections that were sent a QoS 1/2 message or were over a limit.
+ * The state is the connection's Session (core/session.ts), created for connections that were sent
+ * a QoS 1/2 message or were over a limit.
  *
  * - Session restore: a resumed persistent session's stored messages (aedes' `emptyQueue`) pass
  *   `whenWindowHasRoom` first (mqtt/redelivery.ts), so the next one is read only once nothing waits
@@ -32,24 +34,6 @@ import { tapInbound, tapOutbound, wireSize } from '../core/wire.js'
  *   `maxQueued`) would be over `maxQueued` again the moment it resumed: disconnected before its
  *   client could acknowledge anything, at every reconnection, its messages never delivered.
  */
-
-interface Waiting {
-  readonly packet: Packet & { cmd: 'publish' }
-  readonly send: (packet: Packet) => boolean
-}
-
-interface FlowState {
-  readonly inflight: Set<number>
-  /** A queue: `waiting[head]` goes next (no `shift()`, which moves every element behind it). */
-  waiting: Waiting[]
-  head: number
-  /** A flush is scheduled: acknowledgements that arrive together release the window once. */
-  flushing: boolean
-  /** Restored messages waiting for `whenWindowHasRoom` (created with the first one). */
-  roomWaiters: (() => void)[] | undefined
-}
-
-const queued = (state: FlowState): number => state.waiting.length - state.head
 
 export interface FlowControlOptions {
   readonly log: Logger
@@ -69,14 +53,14 @@ const REASON_CODE_ERROR_THRESHOLD = 0x80
  * the cluster's backpressure bounds (cluster/backend.ts). A closed connection's entry is removed
  * when the backlog is next counted.
  */
-const backlogged = new Map<Client, FlowState>()
+const backlogged = new Map<Client, Session>()
 
 /** QoS 1/2 messages waiting for a subscriber's window on this node, all connections together. */
 export function queuedForWindows(): number {
   let total = 0
   for (const [client, state] of backlogged) {
-    if (client.closed || queued(state) === 0) backlogged.delete(client)
-    else total += queued(state)
+    if (client.closed || state.queued === 0) backlogged.delete(client)
+    else total += state.queued
   }
   return total
 }
@@ -96,23 +80,21 @@ export function whenWindowHasRoom(client: Client, go: () => void): void {
 
 export function installFlowControl(options: FlowControlOptions): () => void {
   const { log, maxInflight, maxQueued, onQueueFull } = options
-  const states = new WeakMap<Client, FlowState>()
   const windowOf = (client: Client): number => Math.min(client.receiveMaximum ?? RECEIVE_MAXIMUM_DEFAULT, maxInflight)
-  const hasRoom = (client: Client, state: FlowState): boolean => queued(state) === 0 && state.inflight.size < windowOf(client)
-  const newState = (): FlowState => ({ inflight: new Set(), waiting: [], head: 0, flushing: false, roomWaiters: undefined })
+  const hasRoom = (client: Client, state: Session): boolean => state.queued === 0 && state.inflight.size < windowOf(client)
 
   /** Lets the restore go on while there is room (each waiter sends one message, which may fill it). */
-  const wake = (client: Client, state: FlowState): void => {
+  const wake = (client: Client, state: Session): void => {
     const waiters = state.roomWaiters
     while (waiters !== undefined && waiters.length > 0 && (client.closed || hasRoom(client, state))) waiters.shift()!()
   }
 
-  const flush = (client: Client, state: FlowState): void => {
+  const flush = (client: Client, state: Session): void => {
     state.flushing = false
     const limit = windowOf(client)
     while (state.head < state.waiting.length && state.inflight.size < limit) {
       const { packet, send } = state.waiting[state.head]
-      state.waiting[state.head++] = undefined as unknown as Waiting
+      state.waiting[state.head++] = undefined as unknown as WaitingPublish
       state.inflight.add(packet.messageId!)
       if (!client.closed) send(packet)
     }
@@ -124,8 +106,7 @@ export function installFlowControl(options: FlowControlOptions): () => void {
   }
 
   roomGate = (client, go) => {
-    let state = states.get(client)
-    if (state === undefined) states.set(client, state = newState())
+    const state = sessionOf(client)
     if (client.closed || (hasRoom(client, state) && !state.roomWaiters?.length)) return go()
     if (state.roomWaiters === undefined) {
       state.roomWaiters = []
@@ -154,16 +135,15 @@ export function installFlowControl(options: FlowControlOptions): () => void {
     const packet = p as Packet & { cmd: 'publish' }
     if (tooLarge(client, packet)) return true
     if (packet.qos === 0) return send(packet)
-    let state = states.get(client)
-    if (state === undefined) states.set(client, state = newState())
+    const state = sessionOf(client)
     // A resend of a message already in flight (session resume) takes no new quota.
     if (state.inflight.has(packet.messageId!)) return send(packet)
-    if (queued(state) === 0 && state.inflight.size < windowOf(client)) {
+    if (state.queued === 0 && state.inflight.size < windowOf(client)) {
       state.inflight.add(packet.messageId!)
       return send(packet)
     }
-    if (maxQueued > 0 && queued(state) >= maxQueued) {
-      if (!client.closed) onQueueFull(client, queued(state))
+    if (maxQueued > 0 && state.queued >= maxQueued) {
+      if (!client.closed) onQueueFull(client, state.queued)
       return true
     }
     state.waiting.push({ packet, send })
@@ -175,10 +155,10 @@ export function installFlowControl(options: FlowControlOptions): () => void {
     // A successful PUBREC keeps the quota until the PUBCOMP [MQTT-4.9.0-2].
     if (packet.cmd === 'pubrec' && (packet.reasonCode ?? 0) < REASON_CODE_ERROR_THRESHOLD) return
     if (packet.messageId === undefined) return
-    const state = states.get(client)
+    const state = existingSession(client)
     if (state === undefined || !state.inflight.delete(packet.messageId)) return
     // Flush after aedes has handled the ack (it runs right after this tap).
-    if (queued(state) > 0 && !state.flushing) {
+    if (state.queued > 0 && !state.flushing) {
       state.flushing = true
       setImmediate(flush, client, state)
     } else if (state.roomWaiters?.length) {

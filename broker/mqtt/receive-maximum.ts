@@ -1,6 +1,7 @@
 import type { Client } from 'aedes'
 import { handledFast, tapInbound, tapOutbound } from '../core/wire.js'
 import { internals } from '../core/aedes-adapter.js'
+import { existingSession, sessionOf, setInboundQuota, startPaced } from '../core/session.js'
 
 /*
  * The node's own Receive Maximum, for 5.0 clients (aedes 2.0.0-beta.1 can advertise one but never
@@ -16,26 +17,22 @@ import { internals } from '../core/aedes-adapter.js'
  * the packet identifiers: a PUBLISH resent with the same identifier gets a second PUBREC but one
  * PUBCOMP, and a PUBREL left over from the previous connection gets a PUBCOMP without a PUBLISH.
  *
- * QoS 1 PUBLISH packets the broker handles itself (mqtt/fast-publish.ts: 3.1.1 form, no 5.0
- * properties) are not counted. Counting them disconnects the most common client: MQTT.js 5.16
+ * The count lives in the connection's Session (core/session.ts), with the QoS 1 PUBLISH packets the
+ * broker handles itself (mqtt/fast-publish.ts: 3.1.1 form, no 5.0 properties), which count from
+ * the moment they are read until their PUBACK is written. Those are paced at the limit instead of
+ * disconnected while the node's own PUBACKs will free the quota (core/session.ts startWithinQuota)
+ * and get 0x93 when only the client's open QoS 2 flows hold it. MQTT.js 5.16
  * ignores the server's Receive Maximum and sends every QoS 1 publish at once, and the node's PUBACK
- * follows the publish [MQTT-4.3.2-4], so 150 `publishAsync` calls in a row to a topic with a
- * subscriber got 0x93, and MQTT.js, resending its in-flight messages on reconnect, would be cut
- * again at once. Such bursts are paced by TCP instead: aedes reads a connection's next bytes only
- * once the publishes of the previous read are done. Per counted PUBLISH this costs a WeakMap lookup
- * and a counter on the way in and out.
+ * follows the publish [MQTT-4.3.2-4]: 150 `publishAsync` calls in a row got 0x93 when the fast
+ * path was counted like this one, and MQTT.js, resending its in-flight messages on reconnect,
+ * was cut again at once. A packet this module counts (5.0 properties, QoS 2) over the limit
+ * still gets 0x93, the unacknowledged packets of both paths together.
  *
  * Packets the client sent with the CONNECT (aedes queues them until the session is restored) count
  * too; the DISCONNECT can only follow the CONNACK, so a client over the limit then gets it once
  * aedes marks it connected, if it is still over. 3.1/3.1.1 have no Receive Maximum: their
  * connections are not tapped.
  */
-
-interface Unacknowledged {
-  qos1: number
-  /** QoS 2 packet identifiers between PUBLISH and PUBCOMP (created with the first one). */
-  qos2: Set<number> | undefined
-}
 
 export interface ReceiveMaximumOptions {
   /** `limits.receiveMaximum`. */
@@ -47,44 +44,45 @@ export interface ReceiveMaximumOptions {
 const REASON_CODE_ERROR_THRESHOLD = 0x80
 
 export function installReceiveMaximum({ receiveMaximum, onExceeded }: ReceiveMaximumOptions): () => void {
-  const states = new WeakMap<Client, Unacknowledged>()
-
-  const unacknowledged = (state: Unacknowledged): number => state.qos1 + (state.qos2?.size ?? 0)
+  setInboundQuota({ receiveMaximum, onExceeded })
 
   const removeConnack = tapOutbound({ cmds: ['connack'], mqtt5Only: true }, (client, packet, send) => {
     if (packet.cmd !== 'connack' || (packet.reasonCode ?? 0) >= REASON_CODE_ERROR_THRESHOLD) return send(packet)
-    if (states.has(client)) {
+    if (existingSession(client) !== undefined) {
       // PUBLISH packets came with the CONNECT: checked once the client is connected.
       client.once('connected', () => {
-        const state = states.get(client)
-        if (state !== undefined && unacknowledged(state) > receiveMaximum && !client.closed) onExceeded(client, unacknowledged(state))
+        const session = existingSession(client)
+        if (session !== undefined && session.inboundUnacknowledged > receiveMaximum && !client.closed) onExceeded(client, session.inboundUnacknowledged)
       })
     }
     return send({ ...packet, properties: { ...packet.properties, receiveMaximum } })
   })
 
+  // The broker's own path counts its packets itself (core/session.ts startWithinQuota).
   const removeInbound = tapInbound({ cmds: ['publish'], mqtt5Only: true }, (client, packet) => {
     if (packet.cmd !== 'publish' || packet.qos === 0 || client.closed || handledFast(packet)) return
-    let state = states.get(client)
-    if (state === undefined) states.set(client, state = { qos1: 0, qos2: undefined })
-    if (packet.qos === 1) state.qos1++
-    else (state.qos2 ??= new Set()).add(packet.messageId!)
-    if (unacknowledged(state) > receiveMaximum && internals(client).connackSent === true) onExceeded(client, unacknowledged(state))
+    const session = sessionOf(client)
+    if (packet.qos === 1) session.inboundQos1++
+    else (session.inboundQos2 ??= new Set()).add(packet.messageId!)
+    if (session.inboundUnacknowledged > receiveMaximum && internals(client).connackSent === true) onExceeded(client, session.inboundUnacknowledged)
   })
 
   const removeAcks = tapOutbound({ cmds: ['puback', 'pubrec', 'pubcomp'], mqtt5Only: true }, (client, packet, send) => {
-    const state = states.get(client)
-    if (state !== undefined && !handledFast(packet)) {
+    const session = existingSession(client)
+    if (session !== undefined && !handledFast(packet)) {
       if (packet.cmd === 'puback') {
-        if (state.qos1 > 0) state.qos1--
+        if (session.inboundQos1 > 0) session.inboundQos1--
       } else if (packet.cmd === 'pubcomp' || (packet.cmd === 'pubrec' && (packet.reasonCode ?? 0) >= REASON_CODE_ERROR_THRESHOLD)) {
-        if (packet.messageId !== undefined) state.qos2?.delete(packet.messageId)
+        if (packet.messageId !== undefined) session.inboundQos2?.delete(packet.messageId)
       }
+      // Quota freed: PUBLISH packets the broker's own path paced may start.
+      if (session.paced?.length) setImmediate(startPaced, client, session)
     }
     return send(packet)
   })
 
   return () => {
+    setInboundQuota(undefined)
     removeConnack()
     removeInbound()
     removeAcks()

@@ -8,6 +8,7 @@ import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
 import { encode, rawClient, type RawClient } from '../helpers/raw-client.js'
 import { METRICS_ADMIN, metricValue, scrapeMetrics } from '../helpers/metrics.js'
 import { runProgram as run } from '../helpers/program.js'
+import { runPaho } from '../helpers/paho.js'
 
 /*
  * The node's own Receive Maximum (§3.2.2.3.3, §3.3.4, 0x93) and the topic limits answered with
@@ -107,7 +108,7 @@ test('the quota comes back with each PUBCOMP: a client that completes its QoS 2 
   assert.equal(client.received.filter((p) => p.cmd === 'disconnect').length, 0)
 })
 
-test('a burst of QoS 1 in the 3.1.1 form (handled on the fast path, paced by TCP) and of QoS 0 is never refused; 3.1.1 clients have no Receive Maximum', async () => {
+test('a burst of QoS 1 in the 3.1.1 form (the broker\'s own path: paced at the Receive Maximum) and of QoS 0 is never refused; 3.1.1 clients have no Receive Maximum', async () => {
   const topic = `rm/${id('qos01')}`
   // A subscriber, so that each publish takes a while: its PUBACK waits for the delivery.
   const sub = await connected(5)
@@ -125,6 +126,44 @@ test('a burst of QoS 1 in the 3.1.1 form (handled on the fast path, paced by TCP
   for (let i = 1; i <= RECEIVE_MAXIMUM * 3; i++) v4.send(publish(topic, 2, i))
   await v4.waitFor('pubrec', (p) => p.messageId === RECEIVE_MAXIMUM * 3)
   await assertAlive(v4)
+})
+
+test('QoS 1 PUBLISH packets on the broker\'s own path count toward the Receive Maximum: with the quota held by open QoS 2 flows, one more QoS 1 gets DISCONNECT 0x93 and no PUBACK', async () => {
+  const topic = `rm/${id('own-path')}`
+  const client = await connected(5)
+  for (let i = 1; i <= RECEIVE_MAXIMUM; i++) client.send(publish(topic, 2, i))
+  await client.waitFor('pubrec', (p) => p.messageId === RECEIVE_MAXIMUM)
+  // The 3.1.1 form (no properties): the PUBLISH the broker handles itself, which used to be uncounted.
+  client.send(publish(topic, 1, 100))
+  assert.equal((await client.waitFor('disconnect')).reasonCode, 0x93)
+  await client.closed()
+  assert.equal(client.received.filter((p) => p.cmd === 'puback').length, 0, 'no PUBACK for the PUBLISH over the limit')
+})
+
+test('a QoS 1 burst over the Receive Maximum from MQTT.js (which ignores it) is paced, not refused: every message acknowledged and delivered in order', async () => {
+  const topic = `rm/${id('mqttjs-burst')}`
+  const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, reconnectPeriod: 0 })
+  await sub.subscribeAsync(topic, { qos: 1 })
+  const received: string[] = []
+  const all = new Promise<void>((resolve) => sub.on('message', (_t, payload) => { if (received.push(payload.toString()) === 150) resolve() }))
+  const pub = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 5, reconnectPeriod: 0 })
+  let disconnected: number | undefined
+  pub.on('disconnect', (packet) => { disconnected = packet.reasonCode })
+  await Promise.all(Array.from({ length: 150 }, (_, i) => pub.publishAsync(topic, String(i), { qos: 1 })))
+  await all
+  assert.equal(disconnected, undefined)
+  assert.deepEqual(received, Array.from({ length: 150 }, (_, i) => String(i)))
+  await pub.endAsync()
+  await sub.endAsync()
+})
+
+test('Paho (Python) publishing 20 QoS 1 messages with 20 in flight, over the Receive Maximum 3: all delivered, no disconnect', async () => {
+  const topic = `rm/${id('paho-burst')}`
+  const paho = runPaho({ port, version: 5, subscribe: [[topic, 1]], maxInflight: 20, publish: Array.from({ length: 20 }, (_, i) => ({ topic, payload: `p${i}`, qos: 1 as const })), expect: 20, timeout: 20 })
+  const events = await paho.finished
+  assert.deepEqual(events.filter((e) => e.event === 'message').map((e) => e.payload), Array.from({ length: 20 }, (_, i) => `p${i}`))
+  assert.equal(events.find((e) => e.event === 'error'), undefined, JSON.stringify(events))
+  assert.equal(events.find((e) => e.event === 'disconnect' && (e.reasonCode ?? 0) !== 0), undefined, JSON.stringify(events))
 })
 
 test('PUBLISH packets sent with the CONNECT count: more than the Receive Maximum get DISCONNECT 0x93 right after the CONNACK', async () => {
