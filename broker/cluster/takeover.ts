@@ -1,4 +1,5 @@
-import type { Aedes, Client } from 'aedes'
+import type { Aedes } from 'aedes'
+import { brokerInternals, type AedesBroker } from '../core/aedes-adapter.js'
 
 /*
  * Session takeover across nodes. When a client id connects on node B, aedes on B publishes
@@ -16,13 +17,6 @@ import type { Aedes, Client } from 'aedes'
 export const SESSION_TAKEN_OVER = 0x8e
 export const NEW_CLIENTS_TOPIC = '$SYS/+/new/clients'
 
-interface AedesInternals {
-  readonly id: string
-  readonly clients: Record<string, Client>
-  clearSessionExpiry(clientId: string): void
-  clearDelayedWill(clientId: string): void
-}
-
 interface Emitter {
   on(topic: string, listener: (packet: { topic: string; payload: Buffer | string }, done: () => void) => void): unknown
 }
@@ -34,7 +28,7 @@ export interface Takeover {
 }
 
 export function listenForTakeovers(mq: Emitter): Takeover {
-  let broker: (Aedes & AedesInternals) | undefined
+  let broker: AedesBroker | undefined
   let taken = 0
   const pending = new Set<string>()
   mq.on(NEW_CLIENTS_TOPIC, (packet, done) => {
@@ -54,7 +48,7 @@ export function listenForTakeovers(mq: Emitter): Takeover {
   return {
     count: () => taken,
     attach(aedes) {
-      broker = aedes as Aedes & AedesInternals
+      broker = brokerInternals(aedes)
       aedes.on('clientDisconnect', (client) => {
         if (!pending.delete(client.id)) return
         // aedes arms the expiry right after emitting clientDisconnect.

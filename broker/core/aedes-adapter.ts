@@ -81,6 +81,10 @@ export interface AedesBroker extends Aedes {
   readonly maxTopicLevels: number
   /** 0: no limit. */
   readonly maximumPacketSize: number
+  /** Cancels this node's session-expiry timer for a client id (aedes.js). */
+  clearSessionExpiry(clientId: string): void
+  /** Cancels this node's will-delay timer for a client id (aedes.js). */
+  clearDelayedWill(clientId: string): void
 }
 
 /** The run-time parts of an aedes 2.0.0-beta.1 client beyond its type declarations (lib/client.js, lib/handlers/connect.js). */
@@ -144,7 +148,7 @@ export const CLIENT_MEMBERS: Readonly<Record<string, string>> = Object.freeze({
 })
 export const BROKER_MEMBERS: Readonly<Record<string, string>> = Object.freeze({
   counter: 'number', persistence: 'object', mq: 'object', clients: 'object', maxTopicLevels: 'number',
-  maximumPacketSize: 'number', publish: 'function', id: 'string',
+  maximumPacketSize: 'number', publish: 'function', id: 'string', clearSessionExpiry: 'function', clearDelayedWill: 'function',
 })
 export const PERSISTENCE_MEMBERS: readonly (keyof AedesPersistence)[] = Object.freeze(['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId', 'outgoingStream', 'createRetainedStreamCombi'])
 
