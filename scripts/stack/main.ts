@@ -3,11 +3,12 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { stringify as toYaml } from 'yaml'
-import { allPorts, DEFAULT_BASE_PORT, planStack, renderHaproxyConfig, type StackPlan } from './plan.js'
+import { allPorts, DEFAULT_BASE_PORT, parseWith, planStack, renderHaproxyConfig, type StackPlan, type WithService } from './plan.js'
 import { ProcessGroup, portsInUse, waitForPort } from './processes.js'
 import { ensureSecrets, type StackSecrets } from './secrets.js'
 import { SENTINEL_PRIMARY_NAME, startRedis } from './redis.js'
 import { checkThroughLoadBalancer } from './check.js'
+import { checkKafkaRule, kafkaPrerequisites, kafkaRulesConfig, SAMPLE_TOPIC, startKafka } from './kafka.js'
 import { DEFAULTS } from '../../broker/config/defaults.js'
 
 /*
@@ -31,6 +32,7 @@ interface StackOptions {
   ports: number
   json?: boolean
   fresh?: boolean
+  with: WithService[]
 }
 
 const wholeNumber = (value: string): number => {
@@ -43,9 +45,10 @@ function missingPackages(): string[] {
   return REQUIRED_COMMANDS.filter(([command]) => spawnSync('sh', ['-c', `command -v ${command}`]).status !== 0).map(([, pkg]) => pkg)
 }
 
-function nodeConfig(plan: StackPlan, index: number, stateDir: string): Record<string, unknown> {
+function nodeConfig(plan: StackPlan, index: number, stateDir: string, kafka: string | undefined): Record<string, unknown> {
   const node = plan.nodes[index]
   return {
+    ...(kafka ? kafkaRulesConfig(kafka) : {}),
     dataDir: join(stateDir, 'nodes', node.name),
     listeners: [
       { name: 'mqtt', type: 'mqtt', host: '127.0.0.1', port: node.mqtt, proxyProtocol: 'required' },
@@ -75,9 +78,11 @@ async function startStack(options: StackOptions): Promise<void> {
   const progress = (msg: string): void => {
     process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${msg}\n`)
   }
-  const plan = planStack(options.ports, options.nodes)
+  const plan = planStack(options.ports, options.nodes, options.with)
   const missing = missingPackages()
   if (missing.length) throw new Error(`missing Debian packages: ${missing.join(', ')}; run npm run setup (or apt-get install ${missing.join(' ')})`)
+  const kafkaProblem = plan.kafka ? kafkaPrerequisites() : undefined
+  if (kafkaProblem) throw new Error(kafkaProblem)
   if (!existsSync(join(REPO, 'build/broker/cli/main.js'))) throw new Error('FleetMQ is not compiled; run npm run build (npm run setup does it)')
   const busy = await portsInUse(allPorts(plan))
   if (busy.length) {
@@ -102,13 +107,15 @@ async function startStack(options: StackOptions): Promise<void> {
   process.on('SIGTERM', () => void stop(0))
 
   const running: RunningNode[] = []
+  let kafka: string | undefined
   try {
     await startRedis(group, options.stateDir, { redisPorts: plan.redis, sentinelPorts: plan.sentinels, password: secrets.redisPassword }, progress)
+    if (plan.kafka) kafka = await startKafka(group, options.stateDir, plan.kafka, progress)
 
     for (const [i, node] of plan.nodes.entries()) {
       const configFile = join(options.stateDir, 'nodes', `${node.name}.yaml`)
       mkdirSync(join(options.stateDir, 'nodes', node.name), { recursive: true })
-      const config = nodeConfig(plan, i, options.stateDir)
+      const config = nodeConfig(plan, i, options.stateDir, kafka)
       writeFileSync(configFile, toYaml(i === 0 ? { ...config, cluster: clusterConfig(plan, secrets) } : config))
       if (i === 0) {
         // The users are the cluster's, in its Redis: the admin is added there once, through the first node's config.
@@ -135,12 +142,16 @@ async function startStack(options: StackOptions): Promise<void> {
 
     await checkThroughLoadBalancer(plan, secrets)
     progress('checked: a message published through the load balancer reached a subscriber on another node')
+    if (kafka) {
+      await checkKafkaRule(plan, secrets, kafka)
+      progress(`checked: a message on devices/+/telemetry reached the Kafka topic ${SAMPLE_TOPIC} through the sample rule`)
+    }
   } catch (err) {
     const causes = group.exited().map((line) => `  ${line}\n`).join('')
     process.stderr.write(`npm start: ${(err as Error).message}\n${causes}  logs: ${join(options.stateDir, 'logs')}\n`)
     await stop(1)
   }
-  printReady(plan, secrets, options, running, Date.now() - started)
+  printReady(plan, secrets, options, running, Date.now() - started, kafka)
 }
 
 interface RunningNode {
@@ -150,7 +161,7 @@ interface RunningNode {
   readonly logFile: string
 }
 
-function printReady(plan: StackPlan, secrets: StackSecrets, options: StackOptions, nodes: readonly RunningNode[], elapsedMs: number): void {
+function printReady(plan: StackPlan, secrets: StackSecrets, options: StackOptions, nodes: readonly RunningNode[], elapsedMs: number, kafka: string | undefined): void {
   const endpoints = {
     mqtt: `mqtt://127.0.0.1:${plan.front.mqtt}`,
     mqtts: `mqtts://127.0.0.1:${plan.front.mqtts}`,
@@ -166,12 +177,18 @@ function printReady(plan: StackPlan, secrets: StackSecrets, options: StackOption
       password: secrets.adminPassword,
       nodes,
       stateDir: options.stateDir,
+      ...(kafka ? { kafka: { bootstrap: kafka, topic: SAMPLE_TOPIC } } : {}),
     })}\n`)
     return
   }
   const auth = `-u ${secrets.adminUser} -P '${secrets.adminPassword}'`
+  const kafkaLines = kafka ? `
+Kafka (${kafka}) gets every devices/+/telemetry message through the rule telemetry-to-kafka:
+  kcat -b ${kafka} -C -t ${SAMPLE_TOPIC} -f '%k %s\\n'
+  mosquitto_pub -h 127.0.0.1 -p ${plan.front.mqtts} --cafile ${secrets.caFile} ${auth} -t devices/d1/telemetry -m '{"temp":35}'
+` : ''
   process.stdout.write(`
-FleetMQ is ready in ${(elapsedMs / 1000).toFixed(1)} s: ${plan.nodes.length} nodes, Redis with Sentinel, HAProxy in front.
+FleetMQ is ready in ${(elapsedMs / 1000).toFixed(1)} s: ${plan.nodes.length} nodes, Redis with Sentinel, HAProxy in front${kafka ? ', Kafka beside' : ''}.
 
   MQTT      ${endpoints.mqtt}
   MQTT/TLS  ${endpoints.mqtts}   (CA: ${secrets.caFile})
@@ -182,7 +199,7 @@ FleetMQ is ready in ${(elapsedMs / 1000).toFixed(1)} s: ${plan.nodes.length} nod
 Try it:
   mosquitto_sub -h 127.0.0.1 -p ${plan.front.mqtts} --cafile ${secrets.caFile} ${auth} -t 'demo/#' -v
   mosquitto_pub -h 127.0.0.1 -p ${plan.front.mqtts} --cafile ${secrets.caFile} ${auth} -t demo/hello -m world
-
+${kafkaLines}
 Ctrl-C stops everything; the state stays in ${options.stateDir} for the next start (--fresh starts over).
 `)
 }
@@ -194,6 +211,13 @@ export const stackCommand = new Command('npm start')
   .option('--ports <base>', 'first port of the range the stack uses (BASE to BASE+59)', wholeNumber, DEFAULT_BASE_PORT)
   .option('--json', 'print one JSON object on stdout when ready')
   .option('--fresh', 'delete the state folder first and start over')
+  .option('--with <servers>', 'servers to run beside the cluster, comma-separated: kafka (with the sample rule devices/+/telemetry → topic telemetry)', (value: string) => {
+    try {
+      return parseWith(value)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+  }, [] as WithService[])
   .action(async (options: StackOptions) => {
     await startStack({ ...options, stateDir: resolve(options.stateDir) })
   })

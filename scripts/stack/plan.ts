@@ -21,13 +21,32 @@ export interface StackPlan {
   readonly front: { readonly mqtt: number; readonly mqtts: number; readonly wss: number }
   readonly redis: readonly number[]
   readonly sentinels: readonly number[]
+  /** With `--with kafka`: Kafka's client and controller ports. */
+  readonly kafka?: { readonly port: number; readonly controller: number }
+}
+
+/** Servers `--with` can add beside the cluster. */
+export const WITH_SERVICES = ['kafka'] as const
+export type WithService = (typeof WITH_SERVICES)[number]
+
+/** `--with kafka` (a comma-separated list): the known names, or an error naming the unknown one. */
+export function parseWith(value: string): WithService[] {
+  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  for (const name of names) {
+    if (!(WITH_SERVICES as readonly string[]).includes(name)) {
+      const planned = ['rabbitmq', 'postgres', 'mysql', 'influxdb'].includes(name) ? ` (${name} is not built yet)` : ''
+      throw new Error(`--with takes ${WITH_SERVICES.join(', ')}, got "${name}"${planned}`)
+    }
+  }
+  return [...new Set(names)] as WithService[]
 }
 
 /**
  * BASE+0 MQTT, BASE+1 MQTT/TLS, BASE+2 WSS (the load balancer); BASE+10+i, BASE+20+i, BASE+30+i a
- * node's MQTT, WS and management ports; BASE+40+i Redis (primary first), BASE+50+i Sentinel.
+ * node's MQTT, WS and management ports; BASE+40+i Redis (primary first), BASE+50+i Sentinel;
+ * with Kafka, BASE+3 its clients' port and BASE+4 its controller's.
  */
-export function planStack(base: number, nodeCount: number): StackPlan {
+export function planStack(base: number, nodeCount: number, withServices: readonly WithService[] = []): StackPlan {
   if (!Number.isInteger(nodeCount) || nodeCount < 1 || nodeCount > MAX_NODES) {
     throw new Error(`--nodes must be a whole number from 1 to ${MAX_NODES}, got ${nodeCount}`)
   }
@@ -45,6 +64,7 @@ export function planStack(base: number, nodeCount: number): StackPlan {
     front: { mqtt: base, mqtts: base + 1, wss: base + 2 },
     redis: [0, 1, 2].map((i) => base + 40 + i),
     sentinels: [0, 1, 2].map((i) => base + 50 + i),
+    ...(withServices.includes('kafka') ? { kafka: { port: base + 3, controller: base + 4 } } : {}),
   }
 }
 
@@ -55,6 +75,7 @@ export function allPorts(plan: StackPlan): number[] {
     ...plan.nodes.flatMap((n) => [n.mqtt, n.ws, n.mgmt]),
     ...plan.redis,
     ...plan.sentinels,
+    ...(plan.kafka ? [plan.kafka.port, plan.kafka.controller] : []),
   ]
 }
 

@@ -1,30 +1,20 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { freePort } from './redis.js'
+import { kafkaFormatArgs, kafkaMissing, kafkaProperties, kafkaServerArgs } from '../../scripts/lib/kafka.js'
 
 /*
- * A real Apache Kafka 4.x broker in KRaft mode (one JVM as controller and broker) on free loopback
- * ports, in its own temp folder, stopped by PID. The jars come from `npm run setup`
- * (scripts/setup.sh resolves them with Maven); Maven's artifacts carry no shell scripts, so the
- * storage tool and the broker are started by their main classes. Debian's `kcat` reads topics back.
+ * A real Apache Kafka 4.x broker in KRaft mode (scripts/lib/kafka.ts) on free loopback ports, in
+ * its own temp folder, stopped by PID. Debian's `kcat` reads topics back.
  */
 
 const run = promisify(execFile)
 
-/** Keep in step with KAFKA_VERSION in scripts/setup.sh. */
-export const KAFKA_VERSION = '4.4.0'
-export const KAFKA_LIBS = resolve(import.meta.dirname, '../../.cache/kafka', KAFKA_VERSION)
-
-/**
- * Small heap, the serial collector and C1 only: a test broker moves little data, and a start then
- * costs about a third less CPU on 2 shared cores than with the default tiered JIT.
- */
-const JVM_OPTIONS = ['-Xms64m', '-Xmx512m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Djava.awt.headless=true']
+export { KAFKA_VERSION } from '../../scripts/lib/kafka.js'
 
 export interface KafkaBroker {
   /** `127.0.0.1:PORT`, what a client takes as its bootstrap server. */
@@ -49,50 +39,14 @@ export interface KafkaOptions {
   readyTimeoutMs?: number
 }
 
-/** `key=value` lines of a single-node KRaft server on loopback. */
-export function kafkaProperties(dir: string, port: number, controllerPort: number, partitions = 1): string {
-  return [
-    'process.roles=broker,controller',
-    'node.id=1',
-    `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
-    'controller.listener.names=CONTROLLER',
-    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
-    'inter.broker.listener.name=PLAINTEXT',
-    `log.dirs=${join(dir, 'data')}`,
-    `num.partitions=${partitions}`,
-    'auto.create.topics.enable=true',
-    // One broker: internal topics with one replica, one partition, no rebalance delay.
-    'offsets.topic.replication.factor=1',
-    'offsets.topic.num.partitions=1',
-    'transaction.state.log.replication.factor=1',
-    'transaction.state.log.min.isr=1',
-    'transaction.state.log.num.partitions=1',
-    'share.coordinator.state.topic.replication.factor=1',
-    'share.coordinator.state.topic.min.isr=1',
-    'group.initial.rebalance.delay.ms=0',
-    '',
-  ].join('\n')
-}
-
-/** A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid form). */
-const clusterId = (): string => randomBytes(16).toString('base64url')
-
-function requireLibs(): void {
-  if (!existsSync(join(KAFKA_LIBS, 'complete'))) {
-    throw new Error(`Apache Kafka ${KAFKA_VERSION} is not in ${KAFKA_LIBS}: run npm run setup (it resolves the jars with Maven)`)
-  }
-}
-
-/** Runs one of Kafka's main classes to completion; rejects with its output on failure. */
-async function runJava(mainClass: string, args: string[]): Promise<string> {
+/** Runs a JVM to completion; rejects with its output on failure. */
+async function runJava(args: string[]): Promise<string> {
   try {
-    const { stdout } = await run('java', [...JVM_OPTIONS, '-cp', `${KAFKA_LIBS}/*`, mainClass, ...args], { timeout: 120_000 })
+    const { stdout } = await run('java', args, { timeout: 120_000 })
     return stdout
   } catch (err) {
     const { stdout, stderr } = err as { stdout?: string; stderr?: string }
-    throw new Error(`${mainClass} ${args.join(' ')} failed: ${(err as Error).message}\n${stdout ?? ''}${stderr ?? ''}`)
+    throw new Error(`java ${args.join(' ')} failed: ${(err as Error).message}\n${stdout ?? ''}${stderr ?? ''}`)
   }
 }
 
@@ -113,23 +67,23 @@ process.once('exit', () => {
 })
 
 export async function startKafka(options: KafkaOptions = {}): Promise<KafkaBroker> {
-  requireLibs()
+  const missing = kafkaMissing(existsSync)
+  if (missing) throw new Error(missing)
   const dir = mkdtempSync(join(tmpdir(), 'fleetmq-kafka-'))
   const port = await freePort()
   const controllerPort = await freePort()
   const bootstrap = `127.0.0.1:${port}`
   const properties = join(dir, 'server.properties')
   mkdirSync(join(dir, 'data'))
-  writeFileSync(properties, kafkaProperties(dir, port, controllerPort, options.partitions))
-  // What `kafka-storage.sh format` does: writes meta.properties and the bootstrap metadata.
-  await runJava('kafka.tools.StorageTool', ['format', '--cluster-id', clusterId(), '--config', properties, '--ignore-formatted'])
+  writeFileSync(properties, kafkaProperties(join(dir, 'data'), port, controllerPort, options.partitions))
+  await runJava(kafkaFormatArgs(properties))
 
   let child: ChildProcess | undefined
   let lastStartMs = 0
   const start = async (): Promise<void> => {
     const began = Date.now()
     const out = openSync(join(dir, 'kafka.out'), 'a')
-    const jvm = spawn('java', [...JVM_OPTIONS, '-cp', `${KAFKA_LIBS}/*`, 'kafka.Kafka', properties], { stdio: ['ignore', out, out] })
+    const jvm = spawn('java', kafkaServerArgs(properties), { stdio: ['ignore', out, out] })
     closeSync(out)
     child = jvm
     running.add(jvm)

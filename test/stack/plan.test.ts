@@ -1,10 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { allPorts, planStack, renderHaproxyConfig } from '../../scripts/stack/plan.js'
+import { allPorts, parseWith, planStack, renderHaproxyConfig } from '../../scripts/stack/plan.js'
 
 test('the port plan gives every part its own port inside BASE..BASE+59', () => {
   for (const nodes of [1, 3, 9]) {
-    const ports = allPorts(planStack(30_000, nodes))
+    const ports = allPorts(planStack(30_000, nodes, ['kafka']))
     assert.equal(new Set(ports).size, ports.length, `duplicate port with ${nodes} nodes`)
     assert.ok(ports.every((p) => p >= 30_000 && p < 30_060))
   }
@@ -32,4 +32,13 @@ test('HAProxy sends PROXY v2 to every node and terminates TLS on the mqtts and w
   assert.match(config, /bind 127\.0\.0\.1:21002 ssl crt \/state\/haproxy\.pem/)
   assert.match(config, /bind 127\.0\.0\.1:21000\n/)
   assert.match(config, /ssl-min-ver TLSv1\.2/)
+})
+
+test('--with takes kafka and names what is not built yet', () => {
+  assert.deepEqual(parseWith('kafka'), ['kafka'])
+  assert.deepEqual(parseWith('kafka,kafka'), ['kafka'])
+  assert.equal(planStack(21_000, 3).kafka, undefined)
+  assert.deepEqual(planStack(21_000, 3, ['kafka']).kafka, { port: 21_003, controller: 21_004 })
+  assert.throws(() => parseWith('kafka,rabbitmq'), /--with takes kafka, got "rabbitmq" \(rabbitmq is not built yet\)/)
+  assert.throws(() => parseWith('kafak'), /--with takes kafka, got "kafak"$/)
 })
