@@ -14,6 +14,8 @@ import { sharedSubscriptionsFeature } from './shared/index.js'
 import { createLocalToken, type LocalToken } from './mgmt/local-token.js'
 import { installLastResortHandler, uncaughtErrors } from './features/last-resort.js'
 import { createRules } from './rules/index.js'
+import { createManagementApi } from './api/index.js'
+import type { Principal } from './mgmt/http.js'
 
 /*
  * A node from a validated config: the features in the order their hooks run, the management
@@ -44,12 +46,17 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     throw err
   }
   const localToken = config.mgmt.enabled ? writeLocalToken(config, log) : undefined
-  // Every non-health route takes an admin user or this start's management token, from any address.
-  const authorizeMgmt = async (req: import('node:http').IncomingMessage): Promise<boolean> =>
-    localToken?.matches(req) === true || (await auth.authorizeMgmt(req))
+  // Every non-health route takes this start's management token, an admin user or an API key, from
+  // any address; the route's role decides what an API key may do.
+  const principalOf = async (req: import('node:http').IncomingMessage): Promise<Principal | undefined> => {
+    if (localToken?.matches(req) === true) return { kind: 'token', name: 'the node\'s management token', role: 'admin' }
+    const admin = await auth.authorizeMgmt(req)
+    if (admin) return { kind: 'user', name: admin.username, role: 'admin' }
+    return api.authenticate(req)
+  }
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
   const cluster = createCluster(config, log, {
-    authorizeOperator: authorizeMgmt,
+    authorizeOperator: async (req) => (await principalOf(req))?.role === 'admin',
     usersMerge: () => auth.mergeReport(),
     restart: async (next) => {
       const running = target ?? self
@@ -71,17 +78,20 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     metrics.gaugeSource('fleetmq_held_messages', 'published messages held on this node by backpressure (their PUBACK waits)', () => backend().fanout?.held ?? 0)
   }
   cluster.useMetrics(metrics)
+  const api = createManagementApi(config, log, cluster)
   const limits = limitsFeature(config, log, metrics)
   const sys = sysFeature({ metrics, interval: config.sysInterval, log })
   const rules = createRules(config, log, metrics.registry, () => cluster.nodeId())
   // MQTT 5.0 gaps and shared subscriptions after the ACL: a subscription it refuses joins no group.
-  const features = [cluster.guard, limits, auth, acl, mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), ...(rules ? [rules.feature] : []), cluster.stats, sys, metrics.feature]
+  // bans before auth: a banned client costs no password hash.
+  const features = [cluster.guard, limits, api.feature, auth, acl, mqttProtocolFeature(config, log, { onQueueFull: (client, queued) => limits.queueFull(client, queued), onReceiveMaximumExceeded: (client, unacknowledged) => limits.receiveMaximumExceeded(client, unacknowledged) }), sharedSubscriptionsFeature(config, log, cluster.sharedGroups), ...(rules ? [rules.feature] : []), cluster.stats, sys, metrics.feature]
   const node = await startNode({
     config,
     log,
     features,
-    routes: [...healthRoutes(() => node, cluster.readiness), metrics.route, ...auth.routes, ...cluster.routes],
-    authorizeMgmt,
+    // Prometheus scrapers may use a viewer API key.
+    routes: [...healthRoutes(() => node, cluster.readiness), { ...metrics.route, role: 'viewer' }, ...auth.routes, ...cluster.routes, ...api.routes],
+    authorizeMgmt: principalOf,
     aedesOptions: cluster.aedesOptions,
     beforeListen: (aedes) => {
       metrics.observe(aedes)
@@ -90,11 +100,13 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
       sys.attach(aedes)
       cluster.attachBroker(aedes)
       rules?.attach(aedes)
+      api.attach(aedes)
       onListen?.()
     },
   })
   const self: RunningNode = Object.assign(target ?? node, node, { log, features })
   await cluster.attach(self)
+  await api.start()
   // The last line of a start: everything is up (the cluster membership too) and signals apply.
   log.info({ listeners: self.listeners.map((l) => `${l.name} ${l.host}:${l.port}`), mgmt: self.mgmt ? `${self.mgmt.host}:${self.mgmt.port}` : null }, 'started')
   return self

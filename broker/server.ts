@@ -4,7 +4,7 @@ import type { Logger } from './log.js'
 import { composeHooks, type Feature } from './hooks.js'
 import { startListener, type BoundListener } from './listeners/index.js'
 import { logClientConnections } from './features/connection-log.js'
-import { startMgmtServer, type MgmtServer, type Route } from './mgmt/http.js'
+import { startMgmtServer, type MgmtServer, type Principal, type Route } from './mgmt/http.js'
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
 import { sendQueuedMessagesOnResume } from './mqtt/session-resume.js'
@@ -27,8 +27,8 @@ export interface NodeParts {
   readonly features: readonly Feature[]
   /** Management API routes contributed by the features. */
   readonly routes?: readonly Route[]
-  /** Credential check for non-public management routes. */
-  readonly authorizeMgmt?: (req: import('node:http').IncomingMessage) => Promise<boolean> | boolean
+  /** Who a request to a non-public management route authenticated as (undefined: refused). */
+  readonly authorizeMgmt?: (req: import('node:http').IncomingMessage) => Promise<Principal | undefined> | Principal | undefined
   /** Extra aedes options (persistence, mq) from the backend. */
   readonly aedesOptions?: Partial<AedesOptions>
   /**
@@ -109,7 +109,7 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
         log,
         routes: parts.routes ?? [],
         allowedHosts: config.mgmt.allowedHosts,
-        authorize: parts.authorizeMgmt ?? (() => false),
+        authorize: parts.authorizeMgmt ?? (() => undefined),
       })
       log.info({ host: mgmt.host, port: mgmt.port }, `management API on http://${mgmt.host}:${mgmt.port}`)
     }

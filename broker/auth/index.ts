@@ -68,8 +68,8 @@ export interface AuthFeature extends Feature {
   readonly aclSource: AclSource | undefined
   /** What the merge of this node's users.json into the cluster's store found, when there was one. */
   mergeReport(): MergeReport | undefined
-  /** True when `req` carries HTTP Basic credentials of an admin user. Chain other checks in main.ts. */
-  authorizeMgmt(req: IncomingMessage): Promise<boolean>
+  /** The admin user whose HTTP Basic credentials `req` carries, if any. Chain other checks in main.ts. */
+  authorizeMgmt(req: IncomingMessage): Promise<StoredUser | undefined>
   /** `GET /api/v1/whoami`: the admin user the request authenticated as. */
   readonly routes: readonly Route[]
 }
@@ -236,7 +236,8 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
       throw new ConnectRefusal(REASON.CONNECTION_RATE_EXCEEDED, RETURN_CODE.SERVER_UNAVAILABLE, message)
     },
     async authorizeMgmt(req) {
-      if (await adminFromRequest(req)) return true
+      const admin = await adminFromRequest(req)
+      if (admin) return admin
       // Without a Basic header another check chained after this one (the cluster secret) may
       // still accept the request: only wrong Basic credentials are a failure here.
       const username = basicCredentials(req)?.username
@@ -244,7 +245,7 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
         authStats.mgmtFailures++
         log.info({ remoteAddress: req.socket.remoteAddress, path: req.url, username }, 'management API: wrong credentials or not an admin')
       }
-      return false
+      return undefined
     },
     routes: [
       {

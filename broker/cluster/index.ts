@@ -19,6 +19,9 @@ import { drainClients } from './drain.js'
 import { createMembership, type Membership, type NodeRecord, type NodeStatus } from './membership.js'
 import { clusterRoutes, CLUSTER_API } from './routes.js'
 import { MIN_SECRET_BYTES, readClusterSecret } from './secret.js'
+import { hostSampler } from './host-stats.js'
+import { localRpc, startNodeRpc, type NodeRpc, type RpcHandler } from './node-rpc.js'
+import { createRedis, redisOptions } from './redis.js'
 
 /*
  * The cluster, composed: the backend (Redis or memory), membership heartbeats, the management
@@ -62,8 +65,14 @@ export interface Cluster {
   readonly sharedGroups: RedisSharedSubscriptionGroups | undefined
   /** Where the cluster reports dropped messages (overload). */
   useMetrics(metrics: Pick<Metrics, 'dropped'>): void
-  /** This node's id (final once `attach` ran: it may take the bound management port). */
+  /** This node's id in the cluster (final once attached). */
   nodeId(): string
+  /** Every node known, this one first (only this one for a standalone node or while Redis is down). */
+  nodes(): Promise<NodeStatus[]>
+  /** The calls this node answers for the cluster (the management API's); set before `attach`. */
+  answerCalls(handlers: Readonly<Record<string, RpcHandler>>): void
+  /** Asks every node (cluster/node-rpc.ts); a standalone node asks itself. */
+  rpc(): NodeRpc
 }
 
 const SEED_TIMEOUT_MS = 5_000
@@ -114,6 +123,9 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
   let leaving = false
   let msgIn = 0
   let msgOut = 0
+  let rpcHandlers: Readonly<Record<string, RpcHandler>> = {}
+  let rpc: NodeRpc | undefined
+  const sampleHost = hostSampler()
 
   const addresses = (): { mgmt?: string; mqtt: string[] } => ({
     mgmt: settings.advertiseMgmt ?? (node?.mgmt ? `${node.mgmt.host}:${node.mgmt.port}` : undefined),
@@ -128,6 +140,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     msgInTotal: msgIn,
     msgOutTotal: msgOut,
     backendReady: backend.status().ready,
+    system: sampleHost(),
   })
   const localStatus = (): NodeStatus => {
     const now = Date.now()
@@ -140,23 +153,25 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     return report ? { usersMerge: report } : {}
   }
 
+  /** Every node known; only this one when Redis cannot say, with the reason. */
+  const knownNodes = async (): Promise<{ nodes: NodeStatus[]; error?: string }> => {
+    if (membership && backend.status().ready) {
+      try {
+        return { nodes: await membership.nodes() }
+      } catch (err) {
+        return { nodes: [localStatus()], error: `membership unavailable: ${(err as Error).message}` }
+      }
+    }
+    return { nodes: [localStatus()], ...(membership ? { error: 'Redis is unreachable from this node: only this node is shown' } : {}) }
+  }
+
   const handlers = {
     descriptor: (): RouteResult => {
       if (!settings.redis) return { status: 409, body: { error: 'this node is standalone (no cluster.redis): join a node that is in a cluster' } }
       return { status: 200, body: descriptorFromConfig(config) }
     },
     async status(): Promise<RouteResult> {
-      let nodes: NodeStatus[] = [localStatus()]
-      let error: string | undefined
-      if (membership && backend.status().ready) {
-        try {
-          nodes = await membership.nodes()
-        } catch (err) {
-          error = `membership unavailable: ${(err as Error).message}`
-        }
-      } else if (membership) {
-        error = 'Redis is unreachable from this node: only this node is shown'
-      }
+      const { nodes, error } = await knownNodes()
       return {
         status: 200,
         body: { cluster: settings.redis ? settings.name : null, node: nodeId, backend: backend.status(), nodes, ...(error ? { error } : {}), ...usersMerge() },
@@ -218,6 +233,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
       },
       async close() {
         membership?.stop()
+        await rpc?.close()
         await sharedGroups?.close()
         await backend.close()
       },
@@ -237,6 +253,12 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     useMetrics(metrics) {
       backend.useMetrics(metrics)
     },
+    nodeId: () => nodeId,
+    nodes: async () => (await knownNodes()).nodes,
+    answerCalls(handlers) {
+      rpcHandlers = handlers
+    },
+    rpc: () => rpc ?? localRpc(nodeId, rpcHandlers),
     readiness: () => {
       const status = backend.status()
       return { ready: status.ready && !leaving, backend: status, leaving }
@@ -244,7 +266,6 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
     attachBroker(aedes) {
       backend.attach(aedes)
     },
-    nodeId: () => nodeId,
     async attach(running) {
       node = running
       if (!backend.redis) return
@@ -259,6 +280,8 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
         snapshot,
       })
       await membership.start()
+      const options = redisOptions(settings.redis as NonNullable<typeof settings.redis>)
+      rpc = startNodeRpc({ pub: createRedis(options, 'fleetmq-rpc'), sub: createRedis(options, 'fleetmq-rpc-sub'), cluster: settings.name, nodeId, handlers: rpcHandlers, log })
       log.info({ cluster: settings.name, node: nodeId }, `member of cluster "${settings.name}" as ${nodeId}`)
     },
   }

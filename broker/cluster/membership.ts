@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import { hostname } from 'node:os'
 import type { Logger } from '../log.js'
+import type { HostStats } from './host-stats.js'
 
 /*
  * Membership: every node writes its record into one Redis hash (`fleetmq:<cluster>:nodes`,
@@ -34,6 +35,8 @@ export interface NodeRecord {
   readonly msgInTotal: number
   readonly msgOutTotal: number
   readonly backendReady: boolean
+  /** The host's CPU, load and memory, and the process's (records of earlier versions have none). */
+  readonly system?: HostStats
 }
 
 export type Health = 'up' | 'down' | 'left'

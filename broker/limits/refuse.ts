@@ -15,9 +15,11 @@ import { internals } from '../core/aedes-adapter.js'
 export const REASON = Object.freeze({
   CLIENT_IDENTIFIER_NOT_VALID: 0x85,
   SERVER_UNAVAILABLE: 0x88,
+  BANNED: 0x8a,
   TOPIC_NAME_INVALID: 0x90,
   RECEIVE_MAXIMUM_EXCEEDED: 0x93,
   QUOTA_EXCEEDED: 0x97,
+  ADMINISTRATIVE_ACTION: 0x98,
   CONNECTION_RATE_EXCEEDED: 0x9f,
 })
 
@@ -25,6 +27,7 @@ export const REASON = Object.freeze({
 export const RETURN_CODE = Object.freeze({
   IDENTIFIER_REJECTED: 2,
   SERVER_UNAVAILABLE: 3,
+  NOT_AUTHORIZED: 5,
 })
 
 export class ConnectRefusal extends Error {

@@ -2,14 +2,37 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../log.js'
 import { FleetmqError } from '../errors.js'
-import { requestPath, requestProblem } from './request-guard.js'
+import { requestProblem } from './request-guard.js'
+
+/** What a caller may do: viewer reads, operator also acts on clients and messages, admin everything. */
+export type ApiRole = 'viewer' | 'operator' | 'admin'
+export const API_ROLES: readonly ApiRole[] = ['viewer', 'operator', 'admin']
+
+/** Who a request authenticated as. */
+export interface Principal {
+  /** An admin user (Basic), the node's management token, an API key, or a request signed with the cluster secret. */
+  readonly kind: 'user' | 'token' | 'apikey' | 'cluster'
+  readonly name: string
+  readonly role: ApiRole
+}
+
+export interface RouteContext {
+  /** Path parameters of a templated path (`/api/v1/clients/{clientid}`), percent-decoded. */
+  readonly params: Readonly<Record<string, string>>
+  readonly query: URLSearchParams
+  /** Undefined on public routes. */
+  readonly principal?: Principal
+}
 
 export interface Route {
-  readonly method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  readonly method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+  /** A path, or a template whose `{name}` segments match one path segment each. */
   readonly path: string
-  /** Health endpoints are open; everything else requires credentials. */
+  /** Health endpoints are open, and so are routes that check credentials themselves (the cluster's). */
   readonly public?: boolean
-  handle(req: http.IncomingMessage, body: Buffer): Promise<RouteResult> | RouteResult
+  /** The least role a caller needs; admin when not given. */
+  readonly role?: ApiRole
+  handle(req: http.IncomingMessage, body: Buffer, context: RouteContext): Promise<RouteResult> | RouteResult
 }
 
 export interface RouteResult {
@@ -32,13 +55,71 @@ export interface MgmtOptions {
   readonly routes: readonly Route[]
   /** Host names besides IP addresses, `localhost` and the machine's name that requests may use. */
   readonly allowedHosts?: readonly string[]
-  /** Decides whether a request to a non-public route carries valid credentials. */
-  authorize(req: http.IncomingMessage): Promise<boolean> | boolean
+  /** Who a request to a non-public route authenticated as, or undefined when its credentials are missing or wrong. */
+  authorize(req: http.IncomingMessage): Promise<Principal | undefined> | Principal | undefined
 }
 
 const MAX_BODY_BYTES = 1_048_576
 
+/**
+ * The body of every error the management API answers: a stable code, a message that says what to
+ * do, and the request field at fault for a 400. `error` repeats the message for the clients of the
+ * routes that predate API v1 (`fleetmq cluster …` of an earlier release).
+ */
+export function errorBody(code: string, message: string, field?: string): { code: string; message: string; field?: string; error: string } {
+  return { code, message, ...(field !== undefined ? { field } : {}), error: message }
+}
+
+export const errorResult = (status: number, code: string, message: string, field?: string): RouteResult => ({ status, body: errorBody(code, message, field) })
+
+const rank = (role: ApiRole): number => API_ROLES.indexOf(role)
+export const roleAllows = (held: ApiRole, needed: ApiRole): boolean => rank(held) >= rank(needed)
+
+interface CompiledRoute {
+  readonly route: Route
+  readonly segments: readonly (string | { param: string })[]
+}
+
+function compile(route: Route): CompiledRoute {
+  const segments = route.path.split('/').map((segment) => {
+    const param = /^\{(\w+)\}$/.exec(segment)
+    return param ? { param: param[1] } : segment
+  })
+  return { route, segments }
+}
+
+/** The parameters when `pathname` fits the template, undefined otherwise; null when a segment is not valid percent-encoding. */
+function matchPath(compiled: CompiledRoute, parts: readonly string[]): Record<string, string> | undefined | null {
+  if (parts.length !== compiled.segments.length) return undefined
+  const params: Record<string, string> = {}
+  for (let i = 0; i < parts.length; i++) {
+    const segment = compiled.segments[i]
+    if (typeof segment === 'string') {
+      if (segment !== parts[i]) return undefined
+      continue
+    }
+    if (parts[i] === '') return undefined
+    try {
+      params[segment.param] = decodeURIComponent(parts[i])
+    } catch {
+      return null
+    }
+  }
+  return params
+}
+
+const CODE_BY_STATUS: Record<number, string> = {
+  400: 'BAD_REQUEST', 401: 'UNAUTHORIZED', 403: 'FORBIDDEN', 404: 'NOT_FOUND', 405: 'METHOD_NOT_ALLOWED', 409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE', 421: 'MISDIRECTED_REQUEST', 429: 'TOO_MANY_REQUESTS', 500: 'INTERNAL', 503: 'UNAVAILABLE',
+}
+export const codeForStatus = (status: number): string => CODE_BY_STATUS[status] ?? `HTTP_${status}`
+
 function send(res: http.ServerResponse, result: RouteResult): void {
+  if (result.status === 204) {
+    res.writeHead(204, { 'cache-control': 'no-store' })
+    res.end()
+    return
+  }
   const contentType = result.contentType ?? 'application/json'
   const payload = contentType === 'application/json' ? `${JSON.stringify(result.body)}\n` : String(result.body)
   res.writeHead(result.status, { 'content-type': contentType, 'cache-control': 'no-store' })
@@ -46,27 +127,48 @@ function send(res: http.ServerResponse, result: RouteResult): void {
 }
 
 export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer> {
+  const routes = options.routes.map(compile)
   const server = http.createServer((req, res) => {
     const problem = requestProblem(req, options.allowedHosts ?? [])
     if (problem) {
       options.log.debug({ remoteAddress: req.socket.remoteAddress, host: req.headers.host, origin: req.headers.origin }, `management request refused: ${problem.error}`)
-      send(res, { status: problem.status, body: { error: problem.error } })
+      send(res, errorResult(problem.status, codeForStatus(problem.status), problem.error))
       req.resume()
       return
     }
-    const pathname = requestPath(req.url) as string // requestProblem refused targets that do not parse
-    const route = options.routes.find((r) => r.path === pathname && r.method === req.method)
+    const url = new URL(req.url ?? '/', 'http://node') // requestProblem refused targets that do not parse
+    const pathname = url.pathname
+    const parts = pathname.split('/')
+    let route: Route | undefined
+    let params: Record<string, string> | undefined
+    let pathKnown = false
+    for (const candidate of routes) {
+      const matched = matchPath(candidate, parts)
+      if (matched === null) {
+        send(res, errorResult(400, 'BAD_REQUEST', `the path ${pathname} is not valid percent-encoding`))
+        req.resume()
+        return
+      }
+      if (matched === undefined) continue
+      pathKnown = true
+      if (candidate.route.method === req.method) {
+        route = candidate.route
+        params = matched
+        break
+      }
+    }
     if (!route) {
-      const known = options.routes.some((r) => r.path === pathname)
-      send(res, known ? { status: 405, body: { error: `method ${req.method} not allowed` } } : { status: 404, body: { error: `no such endpoint ${pathname}` } })
+      send(res, pathKnown ? errorResult(405, 'METHOD_NOT_ALLOWED', `method ${req.method} not allowed on ${pathname}`) : errorResult(404, 'NOT_FOUND', `no such endpoint ${pathname}`))
+      req.resume()
       return
     }
+    const found = route
     const chunks: Buffer[] = []
     let size = 0
     req.on('data', (chunk: Buffer) => {
       size += chunk.length
       if (size > MAX_BODY_BYTES) {
-        send(res, { status: 413, body: { error: 'request body too large' } })
+        send(res, errorResult(413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${MAX_BODY_BYTES} bytes`))
         req.destroy()
         return
       }
@@ -75,12 +177,21 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
     req.on('end', () => {
       void (async () => {
         try {
-          if (!route.public && !(await options.authorize(req))) {
-            res.setHeader('www-authenticate', 'Basic realm="fleetmq"')
-            send(res, { status: 401, body: { error: 'authentication required: an admin user (Basic), or the node\'s management token (Bearer, in <dataDir>/mgmt.token, which fleetmq commands on the node read)' } })
-            return
+          let principal: Principal | undefined
+          if (!found.public) {
+            principal = await options.authorize(req)
+            if (!principal) {
+              res.setHeader('www-authenticate', 'Basic realm="fleetmq"')
+              send(res, errorResult(401, 'UNAUTHORIZED', 'authentication required: an admin user (Basic), an API key (Bearer, fleetmq apikey add), or the node\'s management token (Bearer, in <dataDir>/mgmt.token, which fleetmq commands on the node read)'))
+              return
+            }
+            const needed = found.role ?? 'admin'
+            if (!roleAllows(principal.role, needed)) {
+              send(res, errorResult(403, 'FORBIDDEN', `${req.method} ${pathname} needs the ${needed} role; ${principal.kind === 'apikey' ? `API key "${principal.name}"` : principal.name} has ${principal.role}`))
+              return
+            }
           }
-          send(res, await route.handle(req, Buffer.concat(chunks)))
+          send(res, await found.handle(req, Buffer.concat(chunks), { params: params ?? {}, query: url.searchParams, principal }))
         } catch (err) {
           // An error that says its own status (503: the node is busy hashing passwords) is the
           // node's state, not a bug: a warning and that status. Anything else is a 500.
@@ -88,11 +199,11 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
           if (typeof status === 'number' && status >= 400 && status < 600) {
             options.log.warn({ path: pathname, status }, `management request answered ${status}: ${(err as Error).message}`)
             if (status === 503) res.setHeader('retry-after', '1')
-            send(res, { status, body: { error: (err as Error).message } })
+            send(res, errorResult(status, codeForStatus(status), (err as Error).message))
             return
           }
           options.log.error({ err, path: pathname }, 'management request failed')
-          send(res, { status: 500, body: { error: (err as Error).message } })
+          send(res, errorResult(500, 'INTERNAL', (err as Error).message))
         }
       })()
     })

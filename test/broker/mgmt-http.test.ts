@@ -18,7 +18,7 @@ test('a busy node answers 503 with Retry-After and logs a warning, never an erro
     port: 0,
     log,
     routes: [{ method: 'GET', path: '/busy', handle: () => { throw new HashQueueFull() } }],
-    authorize: () => true,
+    authorize: () => ({ kind: 'token', name: 'test', role: 'admin' }),
   })
   try {
     const res = await fetch(`http://127.0.0.1:${server.port}/busy`)
