@@ -27,8 +27,19 @@ const COMMON_ERRORS = {
 
 const page = { name: 'page', in: 'query', description: 'page number, from 1', schema: { type: 'integer', minimum: 1, maximum: 1_000_000, default: 1 } }
 const limit = { name: 'limit', in: 'query', description: 'items per page', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } }
-const query = (name: string, description: string, schema: Schema = { type: 'string', minLength: 1, maxLength: 65_535 }): Schema => ({ name, in: 'query', description, schema })
-const pathParam = (name: string, description: string, schema: Schema = { type: 'string', minLength: 1, maxLength: 65_535 }): Schema => ({ name, in: 'path', required: true, description, schema })
+/**
+ * Parameters travel in the request line, which the management port takes up to 16 KiB (Node's
+ * header limit): 1024 characters fit even when each is a percent-encoded 4-byte UTF-8 sequence.
+ */
+const PARAMETER_MAX = 1024
+const text = { type: 'string', minLength: 1, maxLength: PARAMETER_MAX }
+const query = (name: string, description: string, schema: Schema = text): Schema => ({ name, in: 'query', description, schema })
+const pathParam = (name: string, description: string, schema: Schema = text): Schema => ({ name, in: 'path', required: true, description, schema })
+
+/** [MQTT-4.7.1] '+' and '#' only as whole levels, '#' only last. */
+const TOPIC_FILTER = '^(#|([^/+#]*|\\+)(/([^/+#]*|\\+))*(/#)?)$'
+/** An IPv4 or IPv6 address, optionally with a /prefix; the server checks it is a real one. */
+const ADDRESS = '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$'
 
 const pageOf = (item: string): Schema => ({
   type: 'object',
@@ -49,7 +60,7 @@ const op = (operation: Operation): Operation => ({ ...operation, responses: { ..
 const body = (name: string): Schema => ({ required: true, ...json(ref(name)) })
 
 const clientIdParam = pathParam('clientid', 'the MQTT client identifier, percent-encoded')
-const topicParam = pathParam('topic', 'the topic name, percent-encoded (a/b is a%2Fb)', { type: 'string', minLength: 1, maxLength: 65_535 })
+const topicParam = pathParam('topic', 'the topic name, percent-encoded (a/b is a%2Fb)')
 const usernameParam = pathParam('username', 'the username', { type: 'string', minLength: 1, maxLength: 128 })
 const apiKeyNameParam = pathParam('name', 'the API key\'s name', { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' })
 
@@ -210,8 +221,8 @@ const SCHEMAS: Record<string, Schema> = {
       permission: { type: 'string', enum: ['publish', 'subscribe', 'all'], default: 'all' },
       users: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 },
       clientIds: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 },
-      addresses: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, description: 'IPv4/IPv6 addresses or CIDR blocks' },
-      topics: { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1, description: 'topic filters; %u is the username, %c the client id' },
+      addresses: { type: 'array', items: { type: 'string', pattern: ADDRESS }, minItems: 1, description: 'IPv4/IPv6 addresses or CIDR blocks' },
+      topics: { type: 'array', items: { type: 'string', minLength: 1, pattern: TOPIC_FILTER }, minItems: 1, description: 'topic filters; %u is the username, %c the client id' },
     },
   },
   AclView: {
@@ -365,7 +376,7 @@ export const OPENAPI = {
         operationId: 'listRetained',
         summary: 'retained messages whose topic matches a filter',
         'x-role': 'viewer',
-        parameters: [page, limit, query('topic', 'a topic filter (wildcards allowed); default #', { type: 'string', minLength: 1, maxLength: 65_535, default: '#' })],
+        parameters: [page, limit, query('topic', 'a topic filter (wildcards allowed); default #', { ...text, pattern: TOPIC_FILTER, default: '#' })],
         responses: { 200: ok('a page of retained messages, by topic', pageOf('Retained')) },
       }),
     },

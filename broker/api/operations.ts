@@ -161,6 +161,9 @@ async function userCall<T>(call: () => Promise<T>): Promise<T> {
 }
 
 async function hashOf(password: string): Promise<string> {
+  // The schema bounds the length in characters; these are what `fleetmq user` refuses too.
+  if (Buffer.byteLength(password) > 1024) throw invalid('body.password', 'body.password is longer than 1024 bytes')
+  if (/[\r\n]/.test(password)) throw invalid('body.password', 'body.password holds a line break')
   try {
     return await hashPassword(password)
   } catch (err) {

@@ -5,6 +5,11 @@ import { userCommand } from './commands/user.js'
 import { aclCommand } from './commands/acl.js'
 import { clusterCommand } from './commands/cluster.js'
 import { ruleCommand } from './commands/rule.js'
+import { clientsCommand } from './commands/clients.js'
+import { publishCommand } from './commands/publish.js'
+import { retainedCommand } from './commands/retained.js'
+import { banCommand } from './commands/ban.js'
+import { apikeyCommand } from './commands/apikey.js'
 import { reportError } from './output.js'
 import { FLEETMQ_VERSION } from '../version.js'
 
@@ -20,6 +25,11 @@ export function buildProgram(): Command {
     .addCommand(aclCommand)
     .addCommand(clusterCommand)
     .addCommand(ruleCommand)
+    .addCommand(clientsCommand)
+    .addCommand(publishCommand)
+    .addCommand(retainedCommand)
+    .addCommand(banCommand)
+    .addCommand(apikeyCommand)
 }
 
 buildProgram()
