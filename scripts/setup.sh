@@ -5,7 +5,7 @@ set -Eeuo pipefail
 readonly DEBIAN_PACKAGES=(
   redis-server redis-sentinel haproxy openssh-server mosquitto mosquitto-clients openssl
   iproute2 systemd-container mmdebstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common
-  genisoimage shellcheck fdisk python3-paho-mqtt openjdk-17-jre-headless maven kcat
+  genisoimage shellcheck fdisk python3-paho-mqtt python3-venv openjdk-17-jre-headless maven kcat
 )
 
 # Apache Kafka for the rules tests (test/helpers/kafka.ts): the broker's jar and its runtime
@@ -13,6 +13,11 @@ readonly DEBIAN_PACKAGES=(
 # not among Maven's artifacts; the helper runs its main classes with `java -cp`.
 readonly KAFKA_VERSION=4.4.0
 readonly KAFKA_DIR=.cache/kafka/$KAFKA_VERSION
+
+# The property-based API tester the management API's tests run (test/cluster/api-schemathesis.test.ts),
+# from PyPI into a virtual environment of the checkout (git-ignored).
+readonly SCHEMATHESIS_VERSION=4.32.5
+readonly SCHEMATHESIS_VENV=.cache/schemathesis
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -81,11 +86,26 @@ POM
   log "Apache Kafka $KAFKA_VERSION: $(find "$KAFKA_DIR" -name '*.jar' | wc -l) jars in $KAFKA_DIR"
 }
 
+install_schemathesis() {
+  local bin="$SCHEMATHESIS_VENV/bin/schemathesis"
+  if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    log "Schemathesis $SCHEMATHESIS_VERSION: present"
+    return
+  fi
+  log "Schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  # Debian's own python3: a python3 of pyenv or similar may lack the venv module.
+  local python=/usr/bin/python3
+  [ -x "$python" ] || python=python3
+  "$python" -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 cd "$(dirname "$0")/.."
 install_debian_packages
 install_kafka
 log "npm dependencies"
 npm ci --no-audit --no-fund
+install_schemathesis
 log "compiling TypeScript"
 npm run --silent build
 log "ready: npm test runs the suite, npx fleetmq start --help shows how to run a node"

@@ -60,7 +60,7 @@ const op = (operation: Operation): Operation => ({ ...operation, responses: { ..
 const body = (name: string): Schema => ({ required: true, ...json(ref(name)) })
 
 const clientIdParam = pathParam('clientid', 'the MQTT client identifier, percent-encoded')
-const topicParam = pathParam('topic', 'the topic name, percent-encoded (a/b is a%2Fb)')
+const topicParam = pathParam('topic', 'the topic name, percent-encoded (a/b is a%2Fb); no + or #', { ...text, pattern: '^[^+#]*$' })
 const usernameParam = pathParam('username', 'the username', { type: 'string', minLength: 1, maxLength: 128 })
 const apiKeyNameParam = pathParam('name', 'the API key\'s name', { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' })
 

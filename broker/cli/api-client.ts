@@ -1,13 +1,13 @@
 import type { Command } from 'commander'
 import { FleetmqError } from '../errors.js'
 import { readLocalToken } from '../mgmt/local-token.js'
-import { localDataDir } from './commands/cluster.js'
+import { resolveConfig } from './user-store.js'
 
 /*
  * How the commands that mirror the management API (`clients`, `publish`, `retained`, `ban`,
  * `apikey`) call it: `--node` (default the local node), authenticated with an API key
  * (`--api-key-file`, or FLEETMQ_API_KEY) or, on the node's own host, with its management token
- * read from its data folder as `fleetmq cluster status` does.
+ * read from its data folder (found as `fleetmq user` finds it: --config, --env-file, --data-dir).
  */
 
 export const DEFAULT_NODE = '127.0.0.1:18083'
@@ -16,6 +16,7 @@ export interface ApiOptions {
   node: string
   config?: string
   dataDir?: string
+  envFile?: string
   apiKeyFile?: string
   json?: boolean
 }
@@ -26,6 +27,7 @@ export function withApiOptions(command: Command): Command {
     .option('--node <host:port>', 'management API of any node of the cluster', DEFAULT_NODE)
     .option('-c, --config <file>', 'config file of the local node, to find its management token (FLEETMQ_CONFIG)')
     .option('--data-dir <dir>', 'data folder of the local node, holding its management token mgmt.token (default /var/lib/fleetmq)')
+    .option('--env-file <file>', 'the local node\'s FLEETMQ_* environment file (provisioned hosts: /etc/fleetmq/fleetmq.env)')
     .option('--api-key-file <file>', 'a file holding an API key (fleetmq apikey add); FLEETMQ_API_KEY works too')
     .option('--json', 'print the result as JSON')
 }
@@ -40,7 +42,7 @@ async function credential(options: ApiOptions, env: NodeJS.ProcessEnv): Promise<
     }
   }
   if (env.FLEETMQ_API_KEY) return env.FLEETMQ_API_KEY.trim()
-  return readLocalToken(localDataDir(options, env))
+  return readLocalToken(resolveConfig({ config: options.config, dataDir: options.dataDir, envFile: options.envFile }, env).dataDir)
 }
 
 /** Calls `method path` on the node; resolves with the JSON answer, throws the API's error message. */
