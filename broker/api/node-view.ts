@@ -4,7 +4,7 @@ import { normalizeAddress } from '../auth/acl-rules.js'
 import { localClients } from '../cluster/drain.js'
 import { connectionInfo } from '../connection-info.js'
 import { disconnectClient, REASON } from '../limits/refuse.js'
-import { internals } from '../mqtt/aedes-internals.js'
+import { internals } from '../core/aedes-adapter.js'
 import { parseSharedTopic } from '../shared/topic.js'
 
 /*

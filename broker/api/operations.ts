@@ -11,7 +11,7 @@ import type { Gathered, NodeRpc } from '../cluster/node-rpc.js'
 import { isFleetmqError } from '../errors.js'
 import type { ApiKeys } from '../mgmt/apikeys.js'
 import type { Principal, RouteResult } from '../mgmt/http.js'
-import type { AedesBroker } from '../mqtt/aedes-internals.js'
+import { brokerInternals, type AedesPersistence } from '../core/aedes-adapter.js'
 import { topicLevels, topicMatches } from '../mqtt/topic.js'
 import type { ClientFilter, ClientView, Slice, SubscriptionView } from './node-view.js'
 
@@ -194,10 +194,10 @@ export function createOperations(deps: OperationDeps): Record<string, Operation>
     const { acl, where, editable } = await deps.acl.read()
     return { status: 200, body: { default: acl.default, rules: acl.rules, where, editable } }
   }
-  const persistence = (): AedesBroker['persistence'] & { storeRetained(packet: object): Promise<void> } => {
+  const persistence = (): AedesPersistence => {
     const broker = deps.broker()
     if (!broker) throw new ApiError(503, 'UNAVAILABLE', 'the node is still starting; retry')
-    return (broker as unknown as AedesBroker).persistence as AedesBroker['persistence'] & { storeRetained(packet: object): Promise<void> }
+    return brokerInternals(broker).persistence
   }
   const retained = async (filter: string): Promise<RetainedPacket[]> => {
     const out: RetainedPacket[] = []
@@ -317,7 +317,7 @@ export function createOperations(deps: OperationDeps): Record<string, Operation>
       const [found] = await retained(topic)
       if (!found) throw notFound(`no retained message on ${topic}`)
       // [MQTT-3.3.1-6] an empty retained payload removes it; stored directly, so no subscriber gets an empty message.
-      await persistence().storeRetained({ cmd: 'publish', topic, payload: Buffer.alloc(0), qos: 0, retain: true, dup: false })
+      await persistence().storeRetained({ cmd: 'publish', topic, payload: Buffer.alloc(0), qos: 0, retain: true, dup: false } as AedesPublishPacket)
       return { status: 204, body: undefined }
     },
 

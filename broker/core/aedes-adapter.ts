@@ -65,6 +65,8 @@ export interface AedesPersistence {
   outgoingClearMessageId(client: Client, packet: { messageId?: number }): Promise<unknown>
   outgoingStream(client: Client): NodeJS.ReadableStream
   createRetainedStreamCombi(patterns: string[]): NodeJS.ReadableStream
+  /** An empty payload deletes the topic's retained message (the management API's delete). */
+  storeRetained(packet: AedesPublishPacket): Promise<void>
 }
 
 type Done = (err?: Error | null) => void
@@ -150,7 +152,7 @@ export const BROKER_MEMBERS: Readonly<Record<string, string>> = Object.freeze({
   counter: 'number', persistence: 'object', mq: 'object', clients: 'object', maxTopicLevels: 'number',
   maximumPacketSize: 'number', publish: 'function', id: 'string', clearSessionExpiry: 'function', clearDelayedWill: 'function',
 })
-export const PERSISTENCE_MEMBERS: readonly (keyof AedesPersistence)[] = Object.freeze(['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId', 'outgoingStream', 'createRetainedStreamCombi'])
+export const PERSISTENCE_MEMBERS: readonly (keyof AedesPersistence)[] = Object.freeze(['outgoingEnqueue', 'outgoingUpdate', 'outgoingClearMessageId', 'outgoingStream', 'createRetainedStreamCombi', 'storeRetained'])
 
 type Publish = (packet: AedesPublishPacket, client: Client | null, done?: Done) => void
 
