@@ -313,7 +313,7 @@ const ws: Target = {
 // ---------------------------------------------------------------------------------------------
 // HTTP heads (request line and header lines), shared by the WebSocket handshake and the management API
 
-const REQUEST_TARGETS = ['/', '/mqtt', '//', '/%', '/%zz', '/..%2f', '/a/../mqtt', 'http://x/mqtt', 'http://[::1]:0/', '*', '/?#', '/\\', '/%00', '/' + 'a'.repeat(300), '/healthz', '/readyz', '/metrics', '/api/v1/whoami', '/api/v1/cluster/status', '/api/v1/cluster/descriptor', '/openapi.json']
+const REQUEST_TARGETS = ['/', '/mqtt', '//', '/%', '/%zz', '/..%2f', '/a/../mqtt', 'http://x/mqtt', 'http://[::1]:0/', '*', '/?#', '/\\', '/%00', '/' + 'a'.repeat(300), '/healthz', '/readyz', '/metrics', '/api/v1/whoami', '/api/v1/cluster/status', '/api/v1/cluster/descriptor', '/openapi.json', '/api/v1/openapi.json', '/api/v1/clients', '/api/v1/clients/a%2Fb', '/api/v1/retained?topic=%23', '/api/v1/nodes?page=2&limit=1']
 
 function mutateHttpHead(head: Buffer, rng: Rng, ctx: MutationContext): Buffer {
   const text = head.toString('latin1')
@@ -375,7 +375,9 @@ function mgmtSeeds(): Buffer[] {
  */
 function mgmtSendable(input: Buffer): boolean {
   const text = input.toString('latin1').replace(/[\t\r\n]/g, '').toLowerCase()
-  return !text.includes('join') && !text.includes('leave')
+  // Nor a ban or an ACL change (management API v1): one could refuse the client that checks, after
+  // each target, that the node still serves MQTT, and look like a finding.
+  return !text.includes('join') && !text.includes('leave') && !text.includes('banned') && !text.includes('acl')
 }
 
 const mgmt: Target = {
