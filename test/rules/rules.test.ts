@@ -198,6 +198,14 @@ describe('a node with a republish rule', () => {
         id: 'broken',
         sql: 'SELECT payload.temp * 2 AS double FROM "devices/+/telemetry"',
         actions: [{ type: 'republish', topic: 'doubled' }],
+      }, {
+        id: 'sessions',
+        sql: 'SELECT clientid, event, peerhost FROM "$events/client_connected", "$events/client_disconnected"',
+        actions: [{ type: 'republish', topic: 'events/${event}/${clientid}' }],
+      }, {
+        id: 'subscriptions',
+        sql: 'SELECT clientid, topic, qos FROM "$events/session_subscribed" WHERE clientid = \'ev1\'',
+        actions: [{ type: 'republish', topic: 'events/session_subscribed/${clientid}' }],
       }],
     },
   })
@@ -225,5 +233,22 @@ describe('a node with a republish rule', () => {
     assert.equal(metricValue(metrics, 'fleetmq_action_dropped_total', { action: 'hot.1' }), 0)
     assert.equal(metricValue(metrics, 'fleetmq_action_latency_seconds_count', { action: 'hot.1' }), 1)
     assert.ok(file.broker.logs.some((l) => l.rule === 'broken' && /'\*' needs numbers, got "hot"/.test(l.msg)), 'the failure is logged with its reason')
+  })
+
+  it('client events: connected, subscribed and disconnected go through the rules that take them', { timeout: 30_000 }, async () => {
+    const watcher = await connectOnce(`mqtt://127.0.0.1:${file.port}`, { clientId: 'event-watcher' })
+    const received: { topic: string; payload: Record<string, unknown> }[] = []
+    watcher.on('message', (topic, payload) => received.push({ topic, payload: JSON.parse(payload.toString()) as Record<string, unknown> }))
+    await watcher.subscribeAsync('events/#', { qos: 1 })
+    const device = await connectOnce(`mqtt://127.0.0.1:${file.port}`, { clientId: 'ev1' })
+    await device.subscribeAsync({ 'x/y': { qos: 1 }, 'x/z': { qos: 0 } })
+    await device.endAsync()
+    await until(() => received.some((m) => m.topic === 'events/client_disconnected/ev1'))
+    watcher.end()
+    // Each rule's actions keep their order; two rules' outputs may interleave.
+    const on = (topic: string) => received.filter((m) => m.topic === topic).map((m) => m.payload)
+    assert.deepEqual(on('events/client_connected/ev1'), [{ clientid: 'ev1', event: 'client_connected', peerhost: '127.0.0.1' }])
+    assert.deepEqual(on('events/session_subscribed/ev1'), [{ clientid: 'ev1', topic: 'x/y', qos: 1 }, { clientid: 'ev1', topic: 'x/z', qos: 0 }])
+    assert.deepEqual(on('events/client_disconnected/ev1'), [{ clientid: 'ev1', event: 'client_disconnected', peerhost: '127.0.0.1' }])
   })
 })
