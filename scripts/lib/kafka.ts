@@ -23,23 +23,43 @@ export const KAFKA_JVM_OPTIONS = ['-Xms64m', '-Xmx512m', '-XX:+UseSerialGC', '-X
 /** `java` arguments running one of Kafka's main classes. */
 export const kafkaJavaArgs = (mainClass: string, args: readonly string[]): string[] => [...KAFKA_JVM_OPTIONS, '-cp', `${KAFKA_LIBS}/*`, mainClass, ...args]
 
-/** What `kafka-storage.sh format` does: meta.properties and the bootstrap metadata in the log folder. */
-export const kafkaFormatArgs = (properties: string): string[] =>
-  kafkaJavaArgs('kafka.tools.StorageTool', ['format', '--cluster-id', randomBytes(16).toString('base64url'), '--config', properties, '--ignore-formatted'])
+/**
+ * What `kafka-storage.sh format` does: meta.properties and the bootstrap metadata in the log
+ * folder, with the SCRAM credentials of the SASL listener's user.
+ */
+export function kafkaFormatArgs(properties: string, sasl?: KafkaSaslListener): string[] {
+  const scram = sasl ? ['SCRAM-SHA-256', 'SCRAM-SHA-512'].flatMap((m) => ['--add-scram', `${m}=[name=${sasl.username},password=${sasl.password}]`]) : []
+  return kafkaJavaArgs('kafka.tools.StorageTool', ['format', '--cluster-id', randomBytes(16).toString('base64url'), '--config', properties, '--ignore-formatted', ...scram])
+}
 
 export const kafkaServerArgs = (properties: string): string[] => kafkaJavaArgs('kafka.Kafka', [properties])
 
+/** A SASL listener beside the plain one: PLAIN and SCRAM-SHA-256/512 for one user. */
+export interface KafkaSaslListener {
+  readonly port: number
+  readonly username: string
+  readonly password: string
+}
+
 /** `key=value` lines of a single-node KRaft server on loopback, its log folder `dataDir`. */
-export function kafkaProperties(dataDir: string, port: number, controllerPort: number, partitions = 1): string {
+export function kafkaProperties(dataDir: string, port: number, controllerPort: number, partitions = 1, sasl?: KafkaSaslListener): string {
+  const listeners = [`PLAINTEXT://127.0.0.1:${port}`, ...(sasl ? [`SASL_PLAINTEXT://127.0.0.1:${sasl.port}`] : [])]
   return [
     'process.roles=broker,controller',
     'node.id=1',
     `controller.quorum.voters=1@127.0.0.1:${controllerPort}`,
-    `listeners=PLAINTEXT://127.0.0.1:${port},CONTROLLER://127.0.0.1:${controllerPort}`,
-    `advertised.listeners=PLAINTEXT://127.0.0.1:${port}`,
+    `listeners=${[...listeners, `CONTROLLER://127.0.0.1:${controllerPort}`].join(',')}`,
+    `advertised.listeners=${listeners.join(',')}`,
     'controller.listener.names=CONTROLLER',
-    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+    'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT',
     'inter.broker.listener.name=PLAINTEXT',
+    ...(sasl ? [
+      'sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512',
+      // PLAIN users are the JAAS entries; SCRAM credentials are in the metadata (kafkaFormatArgs' --add-scram).
+      `listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${sasl.username}="${sasl.password}";`,
+      'listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+      'listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;',
+    ] : []),
     `log.dirs=${dataDir}`,
     `num.partitions=${partitions}`,
     'auto.create.topics.enable=true',

@@ -21,6 +21,8 @@ export interface KafkaBroker {
   readonly bootstrap: string
   readonly port: number
   readonly controllerPort: number
+  /** `127.0.0.1:PORT` of the SASL listener, when one was asked for. */
+  readonly saslBootstrap: string | undefined
   readonly dir: string
   /** PID of the running JVM (changes after `start()`). */
   pid(): number | undefined
@@ -37,6 +39,8 @@ export interface KafkaOptions {
   partitions?: number
   /** Milliseconds to wait for the broker to answer (default 60 s: the JVM is slow on a busy machine). */
   readyTimeoutMs?: number
+  /** Also a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) for this user. */
+  sasl?: { username: string; password: string }
 }
 
 /** Runs a JVM to completion; rejects with its output on failure. */
@@ -72,11 +76,12 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaBroke
   const dir = mkdtempSync(join(tmpdir(), 'fleetmq-kafka-'))
   const port = await freePort()
   const controllerPort = await freePort()
+  const sasl = options.sasl ? { ...options.sasl, port: await freePort() } : undefined
   const bootstrap = `127.0.0.1:${port}`
   const properties = join(dir, 'server.properties')
   mkdirSync(join(dir, 'data'))
-  writeFileSync(properties, kafkaProperties(join(dir, 'data'), port, controllerPort, options.partitions))
-  await runJava(kafkaFormatArgs(properties))
+  writeFileSync(properties, kafkaProperties(join(dir, 'data'), port, controllerPort, options.partitions, sasl))
+  await runJava(kafkaFormatArgs(properties, sasl))
 
   let child: ChildProcess | undefined
   let lastStartMs = 0
@@ -112,7 +117,7 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaBroke
     clearTimeout(timer)
   }
   await start()
-  return { bootstrap, port, controllerPort, dir, pid: () => child?.pid, startMs: () => lastStartMs, stop, start }
+  return { bootstrap, port, controllerPort, saslBootstrap: sasl ? `127.0.0.1:${sasl.port}` : undefined, dir, pid: () => child?.pid, startMs: () => lastStartMs, stop, start }
 }
 
 export interface KafkaRecord {

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { startFleetmq, type RunningFleetmq } from '../helpers/fleetmq.js'
@@ -25,14 +28,24 @@ describe('rules into Kafka', () => {
   let kafka: KafkaBroker
   let broker: RunningFleetmq
   before(async () => {
-    kafka = await startKafka()
+    kafka = await startKafka({ sasl: { username: 'fleetmq', password: 'kafka-secret-1' } })
     console.log(`Kafka ${kafka.bootstrap} answered ${kafka.startMs()} ms after its JVM was spawned`)
+    const secrets = mkdtempSync(join(tmpdir(), 'fleetmq-kafka-secrets-'))
+    writeFileSync(join(secrets, 'good'), 'kafka-secret-1\n')
+    writeFileSync(join(secrets, 'bad'), 'not-the-secret\n')
+    const saslConnector = (mechanism: string, file: string) => ({ type: 'kafka', bootstrap: [kafka.saslBootstrap], sasl: { mechanism, username: 'fleetmq', passwordFile: join(secrets, file) } })
     broker = await startFleetmq({
       users: [METRICS_ADMIN],
       config: {
         allowAnonymous: true,
         listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }],
-        connectors: { local: { type: 'kafka', bootstrap: [kafka.bootstrap] } },
+        connectors: {
+          local: { type: 'kafka', bootstrap: [kafka.bootstrap] },
+          plain: saslConnector('plain', 'good'),
+          scram256: saslConnector('scram-sha-256', 'good'),
+          scram512: saslConnector('scram-sha-512', 'good'),
+          wrong: saslConnector('scram-sha-512', 'bad'),
+        },
         rules: [{
           id: 'hot',
           sql: 'SELECT clientid, payload.temp AS t FROM "devices/+/telemetry" WHERE payload.temp > 30',
@@ -41,6 +54,10 @@ describe('rules into Kafka', () => {
           id: 'flow',
           sql: 'SELECT payload.seq AS seq FROM "flow/+"',
           actions: [{ type: 'kafka', connector: 'local', topic: 'flow', key: 'one-key', maxBackoff: 1_000 }],
+        }, {
+          id: 'sasl',
+          sql: 'SELECT payload FROM "sasl/+"',
+          actions: ['plain', 'scram256', 'scram512', 'wrong'].map((connector) => ({ type: 'kafka', connector, topic: `sasl-${connector}`, maxBackoff: 1_000 })),
         }],
       },
     })
@@ -66,6 +83,23 @@ describe('rules into Kafka', () => {
     assert.equal(metricValue(metrics, 'fleetmq_rule_matched_total', { rule: 'hot' }), 3)
     assert.equal(metricValue(metrics, 'fleetmq_rule_passed_total', { rule: 'hot' }), 2)
     assert.equal(metricValue(metrics, 'fleetmq_action_sent_total', { action: 'hot.1', type: 'kafka' }), 2)
+  })
+
+  it('SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 connectors write to a SASL listener; a wrong password is an alarm, not a crash', { timeout: 60_000 }, async () => {
+    await run('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(broker.ports.mqtt), '-i', 'sasl-device', '-q', '1', '-t', 'sasl/1', '-m', 'hello'])
+    for (const connector of ['plain', 'scram256', 'scram512']) {
+      const records = await waitForRecords(kafka.bootstrap, `sasl-${connector}`, 1)
+      assert.deepEqual(records.map((r) => JSON.parse(r.payload ?? '')), [{ payload: 'hello' }], connector)
+    }
+    await broker.waitForLog((l) => l.action === 'sasl.4' && /the sink refused a batch/.test(l.msg))
+    const metrics = await scrapeMetrics(broker)
+    assert.equal(metricValue(metrics, 'fleetmq_action_failing', { action: 'sasl.4' }), 1)
+    assert.equal(metricValue(metrics, 'fleetmq_action_queued', { action: 'sasl.4' }), 1)
+    assert.equal(metricValue(metrics, 'fleetmq_action_failing', { action: 'sasl.3' }), 0)
+    assert.deepEqual(await readTopic(kafka.bootstrap, 'sasl-wrong').catch(() => []), [])
+    const refusal = broker.logs.find((l) => l.action === 'sasl.4' && /the sink refused a batch/.test(l.msg))
+    console.log(`a wrong SCRAM password: ${refusal?.msg}`)
+    assert.match(refusal?.msg ?? '', /SASL SCRAM SHA512 authentication failed/i)
   })
 
   it('Kafka stopped for 20 s during a QoS 1 flow: every message arrives once it is back, and publishing was not slowed', { timeout: 180_000 }, async () => {
