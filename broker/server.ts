@@ -8,7 +8,7 @@ import { startMgmtServer, type MgmtServer, type Principal, type Route } from './
 import { guardEmitter } from './limits/emitter-guard.js'
 import { markRedeliveries } from './mqtt/redelivery.js'
 import { sendQueuedMessagesOnResume } from './mqtt/session-resume.js'
-import { capRetainedAtGranted } from './mqtt/delivery-qos.js'
+import { capRetainedAtGranted } from './core/delivery.js'
 import { checkPinnedVersions, emitterOf } from './core/aedes-adapter.js'
 import { pubackAfterPublish } from './mqtt/puback-order.js'
 import { installFastPublish } from './mqtt/fast-publish.js'
@@ -82,7 +82,7 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
   markRedeliveries(aedes)
   // Clean Start 0 with Session Expiry 0 still resumes the queued messages (session-resume.ts).
   sendQueuedMessagesOnResume(aedes)
-  // Retained messages sent on SUBSCRIBE at the granted QoS [MQTT-3.8.4-8] (delivery-qos.ts).
+  // Retained messages sent on SUBSCRIBE at the granted QoS [MQTT-3.8.4-8] (core/delivery.ts).
   capRetainedAtGranted(aedes)
   // [MQTT-4.3.2-4] the PUBACK once the message is stored and routed, not before (puback-order.ts).
   aedes.once('closed', pubackAfterPublish(aedes))

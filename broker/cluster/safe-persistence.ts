@@ -176,8 +176,8 @@ export function guardPersistence(persistence: Persistence, options: GuardOptions
       return fn
     },
     // A method replaced later is guarded in turn: mqtt/redelivery.ts replaces `outgoingStream`
-    // (DUP on re-deliveries, resends paced by the client's window) and mqtt/delivery-qos.ts
-    // `createRetainedStreamCombi`. Without this the proxy kept serving its cached wrapper of the
+    // (DUP on re-deliveries, resends paced by the client's window) and core/delivery.ts
+    // `createRetainedStreamCombi` (both through core/aedes-adapter.ts). Without this the proxy kept serving its cached wrapper of the
     // original, and on a cluster both replacements were silently skipped.
     set(target, prop, value, receiver) {
       wrapped.delete(prop)

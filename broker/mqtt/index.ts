@@ -8,8 +8,7 @@ import { installFlowControl } from './flow-control.js'
 import { installReceiveMaximum } from './receive-maximum.js'
 import { subscriptionIdentifiers } from './subscription-identifiers.js'
 import { installSubackOrder } from './suback-order.js'
-import { deliverAtHighestQos, dedupeByMessage } from './overlap.js'
-import { deliverWithoutExactCap, grantedQos } from './delivery-qos.js'
+import { grantedQos, takeOverDelivery } from '../core/delivery.js'
 import { redirectReason, USE_ANOTHER_SERVER } from './redirect.js'
 import { isSharedDelivery } from '../shared/topic.js'
 import { tapOutbound } from '../core/wire.js'
@@ -27,10 +26,9 @@ export { redirectClient, USE_ANOTHER_SERVER, SERVER_MOVED, type RedirectReasonCo
  * - every matching Subscription Identifier on a message [MQTT-3.3.4-4] (see
  *   subscription-identifiers.ts);
  * - one SUBACK entry per filter, in the SUBSCRIBE's order [MQTT-3.9.3-1] (see suback-order.ts);
- * - overlapping subscriptions deliver at the highest QoS that matches [MQTT-3.3.4-2] (see
- *   overlap.ts);
- * - QoS of a delivery = min(published QoS, granted QoS) for wildcard subscriptions, retained
- *   messages sent on SUBSCRIBE and shared subscriptions too [MQTT-3.8.4-8] (see delivery-qos.ts);
+ * - overlapping subscriptions deliver at the highest QoS that matches [MQTT-3.3.4-2], and QoS of a
+ *   delivery = min(published QoS, granted QoS) for wildcard subscriptions, retained messages sent
+ *   on SUBSCRIBE and shared subscriptions too [MQTT-3.8.4-8] (see core/delivery.ts);
  * - Reason Strings on the DISCONNECTs the server sends and on failed SUBACKs [MQTT-3.14.2.2.3];
  * - a will is published with the PUBLISH properties of the will only, never Will Delay Interval
  *   (see will.ts);
@@ -116,13 +114,8 @@ export function mqttProtocolFeature(config: Config, log: Logger, options: MqttPr
     name: 'mqtt-protocol',
     preConnect(client, packet) {
       if (packet.protocolVersion === 5) topicAliases.connecting(client, packet.properties?.topicAliasMaximum)
-      // Before any subscription (restored ones included) captures the client's deliver functions;
-      // the delivery without aedes' exact-topic cap first, as it stands in for aedes' own. Once per
-      // connection: aedes refuses a second CONNECT before preConnect (lib/handlers/index.js).
-      const c = internals(client)
-      deliverWithoutExactCap(c)
-      dedupeByMessage(c)
-      deliverAtHighestQos(c)
+      // Before any subscription (restored ones included) captures the client's deliver functions.
+      takeOverDelivery(internals(client))
     },
     authorizePublish(_client, packet) {
       // A will is published after this check, as this object: without Will Delay Interval (will.ts).

@@ -2,27 +2,41 @@ import { Transform } from 'node:stream'
 import type { Aedes, AedesPublishPacket, Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import { internals, nextPacketId, wrapPersistenceMethod, writeLikeAedes, type AedesBroker, type AedesClient } from '../core/aedes-adapter.js'
-import { topicMatches } from './topic.js'
+import { topicMatches } from '../mqtt/topic.js'
 import { INTERNAL_SHARE_PREFIX } from '../shared/topic.js'
 
 /*
- * The QoS of a delivery [MQTT-3.8.4-8]: the lower of the QoS the message was published (or
- * retained) with and the QoS granted to the subscription it answers. aedes 2.0.0-beta.1 gets three
- * cases wrong, closed here:
+ * A client's deliveries, decided in one place: aedes routes a message once per matching
+ * subscription and calls the client's `deliver0` (QoS 0 subscriptions) or `deliverQoS` for each
+ * copy; `takeOverDelivery` replaces both, once per connection, with one function each that decides
+ * what aedes 2.0.0-beta.1 gets wrong, in this order:
  *
- * - A routed message, with overlapping subscriptions: the highest QoS granted to a matching
- *   subscription [MQTT-3.3.4-2]. The copy of the highest subscription is the one delivered
- *   (overlap.ts); `grantedQos` caps a QoS 2 message at it (aedes let a QoS 2 message reach a QoS 1
- *   `a/+` subscription at QoS 2).
- * - A retained message sent in response to a SUBSCRIBE: the granted QoS of that SUBSCRIBE's
- *   matching filters. aedes sent it at the QoS it was retained with, so a QoS 1 retained message
- *   reached an `a/+` subscription granted QoS 0 at QoS 1 (`capRetainedAtGranted`).
- * - aedes then caps every QoS 1/2 delivery at the QoS of the client's subscription whose filter
- *   is the topic name itself (lib/client.js `deliverQoS`). With `a/b` at QoS 0 beside `a/+` at
- *   QoS 1 that undid the first case (QoS 0), and it capped a shared subscription's delivery
- *   (`$share/g/a/b` at QoS 1, already capped at the member's QoS by shared/index.ts) at the
- *   ordinary subscription's QoS. A delivery whose QoS, decided above, is higher than that
- *   subscription's takes aedes' own steps without the cap (`deliverWithoutExactCap`).
+ * - Overlapping subscriptions [MQTT-3.3.4-2]: one copy, at the highest QoS granted to a matching
+ *   subscription. aedes keeps the first copy that reaches the client (lib/client.js `dedupe`), so
+ *   with `a/+` at QoS 0 and `a/b` at QoS 1 a QoS 1 message went out at QoS 0 whenever the QoS 0
+ *   subscription's copy came first. A QoS 0 subscription's copy of a QoS 1/2 message now stands
+ *   aside when another of the client's subscriptions takes it at QoS 1 or 2 (one pass over the
+ *   client's subscriptions, paid only by QoS > 0 messages reaching a QoS 0 subscription).
+ * - De-duplication: aedes keeps, per client and publishing node, the highest message counter
+ *   delivered, and drops any message with a lower one as if it were a second copy. The counter is
+ *   taken when a message is published, but a QoS 1/2 message is routed only after its copies for
+ *   persistent sessions are stored (Redis round trips on a cluster), while a QoS 0 message
+ *   published after it is routed at once: the subscriber lost the QoS 1 message for good (187 of
+ *   300 in test/cluster/session-backlog.test.ts). The copies of one message to one client are
+ *   handed over one after the other in one synchronous pass (mqemitter calls every matching
+ *   subscription for a message before the next message), so a copy is a duplicate exactly when its
+ *   counter is the last one delivered to that client: anything else resets aedes' record first.
+ * - Granted QoS [MQTT-3.8.4-8]: min(published QoS, granted QoS). `grantedQos` caps a QoS 2
+ *   message at the highest matching subscription (from authorizeForward: aedes let a QoS 2 message
+ *   reach a QoS 1 `a/+` subscription at QoS 2). aedes then caps every QoS 1/2 delivery at the QoS
+ *   of the client's subscription whose filter is the topic name itself (lib/client.js
+ *   `deliverQoS`): with `a/b` at QoS 0 beside `a/+` at QoS 1 that undid overlapping (QoS 0), and
+ *   it capped a shared subscription's delivery (`$share/g/a/b` at QoS 1, already at the member's
+ *   QoS by shared/index.ts) at the ordinary subscription's QoS. A delivery whose QoS, decided
+ *   above, is higher than that subscription's takes aedes' own steps without the cap
+ *   (`deliverUncapped`).
+ * - Retained messages sent on SUBSCRIBE go out at no more than that SUBSCRIBE's granted QoS
+ *   (`capRetainedAtGranted`): aedes sent them at the QoS they were retained with.
  */
 
 interface Granted { readonly qos: number; readonly nl?: boolean }
@@ -47,14 +61,34 @@ export function grantedQos(client: Client, packet: AedesPublishPacket): number {
   return max
 }
 
-/** Installs, under the client's other delivery wrappers, the delivery without aedes' exact-topic cap. */
-export function deliverWithoutExactCap(client: AedesClient): void {
-  const deliverQoS = client.deliverQoS
+/**
+ * Replaces the client's `deliver0` and `deliverQoS` (see above). Call once per connection, before
+ * any subscription (restored ones included) captures them: aedes refuses a second CONNECT before
+ * preConnect (lib/handlers/index.js).
+ */
+export function takeOverDelivery(client: AedesClient): void {
+  const { deliver0, deliverQoS } = client
+  client.deliver0 = function deliverQoS0(packet, done) {
+    // Another of the client's subscriptions takes it at QoS 1 or 2.
+    if (packet.qos > 0 && grantedQos(client, packet) > 0) {
+      setImmediate(done)
+      return
+    }
+    forgetUnlessSame(client, packet)
+    deliver0.call(this, packet, done)
+  }
   client.deliverQoS = function deliverAtDecidedQos(packet, done) {
+    forgetUnlessSame(client, packet)
     const exact = client.subscriptions[packet.topic] as Granted | undefined
     if (exact === undefined || exact.qos >= packet.qos) deliverQoS.call(this, packet, done)
     else deliverUncapped(client, packet, done)
   }
+}
+
+/** Resets aedes' record for the publishing node unless `packet` is the message it last delivered. */
+function forgetUnlessSame(client: AedesClient, packet: AedesPublishPacket): void {
+  const { brokerId, brokerCounter } = packet as Routed
+  if (brokerId && client.duplicates[brokerId] !== brokerCounter) client.duplicates[brokerId] = 0
 }
 
 type Routed = AedesPublishPacket & {
