@@ -277,7 +277,12 @@ export class Fanout extends MQEmitter {
   private batches = new Map<string, Batch>()
   private flushScheduled = false
   private seq = 0
-  private readonly acks = new Map<number, { remaining: number; done: () => void }>()
+  /**
+   * Acknowledgements of announced filters, by event sequence. `received` counts those in before
+   * `needed` is known: they travel on the subscriber connection and may beat Redis' reply to the
+   * PUBLISH (on the command connection) that tells how many nodes received the event.
+   */
+  private readonly acks = new Map<number, { received: number; needed: number; done: () => void }>()
   /** Until the first sync, messages wait (the table is empty). */
   private synced = false
   private readonly beforeSync: (() => void)[] = []
@@ -566,7 +571,7 @@ export class Fanout extends MQEmitter {
         })
       } else if (frame[0] === FRAME_ACK && frame.length >= 5) {
         const wait = this.acks.get(frame.readUInt32BE(1))
-        if (wait && --wait.remaining <= 0) wait.done()
+        if (wait && ++wait.received >= wait.needed) wait.done()
       }
     } else if (channel.equals(this.eventsChannel)) {
       let event: RouteEvent
@@ -637,6 +642,8 @@ export class Fanout extends MQEmitter {
     const del = changed.filter(([f]) => !this.local.has(f)).map(([f]) => f)
     const seq = ++this.seq
     const event: RouteEvent = { node: this.node, seq, ...(add.length ? { add } : {}), ...(del.length ? { del } : {}) }
+    // Listening before the event goes out: an acknowledgement can arrive before the reply below.
+    const acked = add.length ? this.expectAcks(seq) : undefined
     const tx = pub.multi().sadd(this.keys.nodes, this.node)
     if (add.length) tx.hset(this.keys.routes(this.node), Object.fromEntries(add.map((f) => [f, '1'])))
     if (del.length) tx.hdel(this.keys.routes(this.node), ...del)
@@ -649,27 +656,42 @@ export class Fanout extends MQEmitter {
       this.options.onError(err as Error)
     }
     // Every other node subscribed to the events channel acknowledges a new filter before SUBACK.
-    if (add.length && receivers > 1) await this.waitForAcks(seq, receivers - 1)
+    if (acked) await acked(receivers - 1)
     release()
   }
 
-  private waitForAcks(seq: number, count: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.options.debug('fan-out: not every node acknowledged a new route in time', { seq, missing: this.acks.get(seq)?.remaining })
+  /**
+   * Starts counting the acknowledgements of event `seq`; the function returned waits until
+   * `needed` of them are in (at once when they already are), at most ACK_TIMEOUT_MS.
+   */
+  private expectAcks(seq: number): (needed: number) => Promise<void> {
+    let resolve: () => void = () => {}
+    const settled = new Promise<void>((r) => { resolve = r })
+    let timer: NodeJS.Timeout | undefined
+    const wait = {
+      received: 0,
+      needed: Number.POSITIVE_INFINITY,
+      done: () => {
+        clearTimeout(timer)
         this.acks.delete(seq)
         resolve()
+      },
+    }
+    this.acks.set(seq, wait)
+    return (needed) => {
+      if (!this.acks.has(seq)) return settled // closed meanwhile
+      wait.needed = needed
+      if (wait.received >= needed) {
+        wait.done()
+        return settled
+      }
+      timer = setTimeout(() => {
+        this.options.debug('fan-out: not every node acknowledged a new route in time', { seq, missing: wait.needed - wait.received })
+        wait.done()
       }, ACK_TIMEOUT_MS)
       timer.unref()
-      this.acks.set(seq, {
-        remaining: count,
-        done: () => {
-          clearTimeout(timer)
-          this.acks.delete(seq)
-          resolve()
-        },
-      })
-    })
+      return settled
+    }
   }
 
   /** After each (re)connection: subscribe, publish this node's routes afresh, reload the others'. */
