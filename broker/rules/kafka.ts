@@ -1,15 +1,14 @@
 import { readFileSync } from 'node:fs'
 import { CompressionTypes, Kafka, Partitioners, logLevel, type LogEntry, type Producer, type SASLOptions } from 'kafkajs'
 import type { KafkaConnectorConfig } from '../config/schema.js'
-import type { Logger } from '../log.js'
 import type { Sink } from './queue.js'
 
 /*
- * The Kafka connector: one producer per configured connector, shared by every action that names
- * it. KafkaJS (pure JavaScript, no native code: docs/rules.md says why it was chosen) speaks the
- * protocol; retries and ordering are the action queue's (queue.ts), so the client's own retries are
- * few and short and a failure reaches the queue quickly. Records with a key go to the partition
- * the Java client would pick (murmur2), so one key stays in one partition, in order.
+ * A Kafka producer as a connector needs it. KafkaJS (pure JavaScript, no native code: docs/rules.md
+ * says why it was chosen) speaks the protocol; retries and ordering are the action queue's
+ * (queue.ts), so the client's own retries are few and short and a failure reaches the queue
+ * quickly. Records with a key go to the partition the Java client would pick (murmur2), so one key
+ * stays in one partition, in order. It runs on the connector's worker thread (kafka-connector.ts).
  */
 
 export interface KafkaRecord {
@@ -19,12 +18,10 @@ export interface KafkaRecord {
   readonly headers: Readonly<Record<string, string>>
 }
 
-export interface KafkaConnector {
-  readonly name: string
-  /** A sink writing records through this connector's producer. */
-  sink(): Sink<KafkaRecord>
-  close(): Promise<void>
-}
+export type KafkaProducer = Sink<KafkaRecord>
+
+/** Where the client's own log lines go (debug level). */
+export type DebugLog = (fields: Record<string, unknown>, message: string) => void
 
 const ACKS = { all: -1, leader: 1, none: 0 } as const
 
@@ -49,7 +46,13 @@ function tlsOptions(config: KafkaConnectorConfig, name: string): boolean | { ca?
   return { ca: read(config.tls.caFile, 'caFile'), cert: read(config.tls.certFile, 'certFile'), key: read(config.tls.keyFile, 'keyFile'), servername: config.tls.servername }
 }
 
-export function createKafkaConnector(name: string, config: KafkaConnectorConfig, log: Logger): KafkaConnector {
+/** Reads the connector's secret and TLS files: throws naming the key of one that cannot be read. */
+export function checkKafkaFiles(name: string, config: KafkaConnectorConfig): void {
+  saslOptions(config, name)
+  tlsOptions(config, name)
+}
+
+export function createKafkaProducer(name: string, config: KafkaConnectorConfig, debug: DebugLog): KafkaProducer {
   const kafka = new Kafka({
     clientId: config.clientId,
     brokers: [...config.bootstrap],
@@ -63,7 +66,7 @@ export function createKafkaConnector(name: string, config: KafkaConnectorConfig,
     // logs a sink going down and coming back once each.
     logLevel: logLevel.INFO,
     logCreator: () => ({ namespace, label, log: entry }: LogEntry) => {
-      log.debug({ connector: name, kafka: { namespace, level: label, ...entry } }, `kafka ${name}: ${entry.message}`)
+      debug({ connector: name, kafka: { namespace, level: label, ...entry } }, `kafka ${name}: ${entry.message}`)
     },
   })
   const compression = config.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None
@@ -99,31 +102,25 @@ export function createKafkaConnector(name: string, config: KafkaConnectorConfig,
   }
 
   return {
-    name,
-    sink() {
-      return {
-        async send(batch) {
-          if (closed) throw new Error(`connector ${name} is closed`)
-          const current = connect()
-          const byTopic = new Map<string, { key: string | null; value: string; headers: Record<string, string> }[]>()
-          for (const record of batch) {
-            let messages = byTopic.get(record.topic)
-            if (!messages) byTopic.set(record.topic, (messages = []))
-            messages.push({ key: record.key, value: record.value, headers: { ...record.headers } })
-          }
-          try {
-            await (await current).sendBatch({
-              acks,
-              timeout: config.requestTimeout,
-              compression,
-              topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-            })
-          } catch (err) {
-            discard(current)
-            throw err
-          }
-        },
-        close: async () => {},
+    async send(batch) {
+      if (closed) throw new Error(`connector ${name} is closed`)
+      const current = connect()
+      const byTopic = new Map<string, { key: string | null; value: string; headers: Record<string, string> }[]>()
+      for (const record of batch) {
+        let messages = byTopic.get(record.topic)
+        if (!messages) byTopic.set(record.topic, (messages = []))
+        messages.push({ key: record.key, value: record.value, headers: { ...record.headers } })
+      }
+      try {
+        await (await current).sendBatch({
+          acks,
+          timeout: config.requestTimeout,
+          compression,
+          topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+        })
+      } catch (err) {
+        discard(current)
+        throw err
       }
     },
     async close() {
