@@ -178,6 +178,20 @@ describe('rules in the config', () => {
     assert.match(result.stderr, /- rules\[1\]\.id: "r1" is already the id of rules\[0\]; give each rule its own id\n/)
   })
 
+  it('a node refuses to start when a connector\'s password file cannot be read, naming the key', { timeout: 30_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fleetmq-rules-'))
+    writeFileSync(join(dir, 'c.yaml'), toYaml({
+      allowAnonymous: true,
+      listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }],
+      mgmt: { port: 0 },
+      connectors: { k: { type: 'kafka', bootstrap: ['127.0.0.1:9'], sasl: { mechanism: 'scram-sha-256', username: 'u', passwordFile: join(dir, 'missing') } } },
+      rules: [{ id: 'r', sql: 'SELECT * FROM "t"', actions: [{ type: 'kafka', connector: 'k', topic: 't' }] }],
+    }))
+    const result = await runCli(['start', '--config', join(dir, 'c.yaml'), '--data-dir', dir, '--log-format', 'json'])
+    assert.equal(result.code, 1)
+    assert.match(result.stderr, new RegExp(`fleetmq: cannot read connectors\\.k\\.sasl\\.passwordFile ${join(dir, 'missing')}: ENOENT`))
+  })
+
   it('accepts a valid rule with its defaults', async () => {
     const result = await check({ connectors: kafka, rules: [{ id: 'r1', sql: 'SELECT * FROM "t"', actions: [{ type: 'kafka', connector: 'main', topic: 'telemetry', key: '${clientid}' }] }] })
     assert.equal(result.code, 0, result.stderr)
