@@ -50,6 +50,8 @@ export class ActionQueue<T> {
   private inFlight: Entry<T>[] = []
   private attempts = 0
   private retryTimer: NodeJS.Timeout | undefined
+  /** A pump is queued: a burst of pushes in one turn queues one, not one each. */
+  private pumpQueued = false
   private closed = false
   /** Past the shutdown grace: no more attempts. */
   private stopped = false
@@ -82,7 +84,13 @@ export class ActionQueue<T> {
     }
     this.waiting.push({ item, at: Date.now() })
     this.stats.queued = this.waitingCount + this.inFlight.length
-    if (this.inFlight.length === 0 && this.retryTimer === undefined) queueMicrotask(() => this.pump())
+    if (this.inFlight.length === 0 && this.retryTimer === undefined && !this.pumpQueued) {
+      this.pumpQueued = true
+      queueMicrotask(() => {
+        this.pumpQueued = false
+        this.pump()
+      })
+    }
   }
 
   private take(): Entry<T>[] {
