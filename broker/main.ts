@@ -90,7 +90,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     log,
     features,
     // Prometheus scrapers may use a viewer API key.
-    routes: [...healthRoutes(() => node, cluster.readiness), { ...metrics.route, role: 'viewer' }, ...auth.routes, ...cluster.routes, ...api.routes],
+    routes: [...healthRoutes(() => node, cluster.readiness), { ...metrics.route, role: 'viewer' }, ...cluster.routes, ...api.routes],
     authorizeMgmt: principalOf,
     aedesOptions: cluster.aedesOptions,
     beforeListen: (aedes) => {

@@ -290,6 +290,17 @@ const SCHEMAS: Record<string, Schema> = {
       key: { type: 'string', description: 'the key: shown this once, stored only as a hash' },
     },
   },
+  Whoami: {
+    type: 'object',
+    required: ['username', 'roles', 'kind', 'name', 'role'],
+    properties: {
+      username: { type: ['string', 'null'], description: 'the admin user of a Basic request, null otherwise' },
+      roles: { type: 'array', items: { type: 'string', enum: ['admin'] } },
+      kind: { type: 'string', enum: ['user', 'token', 'apikey', 'cluster'] },
+      name: { type: 'string', description: 'the user, the API key\'s name, or the management token' },
+      role: { type: 'string', enum: ['viewer', 'operator', 'admin'] },
+    },
+  },
   Kicked: {
     type: 'object',
     required: ['clientid', 'node'],
@@ -310,6 +321,14 @@ export const OPENAPI = {
   servers: [{ url: '/' }],
   security: [{ basic: [] }, { bearer: [] }],
   paths: {
+    '/api/v1/whoami': {
+      get: op({
+        operationId: 'whoami',
+        summary: 'who the credentials of this request are, and their role (what a client may show or offer)',
+        'x-role': 'viewer',
+        responses: { 200: ok('the caller', ref('Whoami')) },
+      }),
+    },
     '/api/v1/nodes': {
       get: op({
         operationId: 'listNodes',

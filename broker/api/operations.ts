@@ -209,6 +209,11 @@ export function createOperations(deps: OperationDeps): Record<string, Operation>
   }
 
   return {
+    async whoami({ principal }) {
+      const user = principal.kind === 'user'
+      return { status: 200, body: { username: user ? principal.name : null, roles: user ? ['admin'] : [], kind: principal.kind, name: principal.name, role: principal.role } }
+    },
+
     async listNodes({ query }) {
       const all = await deps.nodes()
       const nodes = query.status === undefined ? all : all.filter((n) => n.health === query.status)

@@ -5,7 +5,6 @@ import { connectionInfo } from '../connection-info.js'
 import type { Feature } from '../hooks.js'
 import { listenerName } from '../listeners/index.js'
 import type { Logger } from '../log.js'
-import type { Route } from '../mgmt/http.js'
 import { localClients } from '../cluster/drain.js'
 import type { AclSource } from './acl.js'
 import { createRedis, describeRedis, redisOptions } from '../cluster/redis.js'
@@ -70,8 +69,6 @@ export interface AuthFeature extends Feature {
   mergeReport(): MergeReport | undefined
   /** The admin user whose HTTP Basic credentials `req` carries, if any. Chain other checks in main.ts. */
   authorizeMgmt(req: IncomingMessage): Promise<StoredUser | undefined>
-  /** `GET /api/v1/whoami`: the admin user the request authenticated as. */
-  readonly routes: readonly Route[]
 }
 
 /** The `user:password` of an `Authorization: Basic …` header (RFC 7617), if it has one. */
@@ -247,16 +244,6 @@ export function authFeature(config: Config, log: Logger): AuthFeature {
       }
       return undefined
     },
-    routes: [
-      {
-        method: 'GET',
-        path: '/api/v1/whoami',
-        async handle(req) {
-          const user = await adminFromRequest(req)
-          return { status: 200, body: user ? { username: user.username, roles: user.roles } : { username: null, roles: [] } }
-        },
-      },
-    ],
     reload() {
       if (!users.reload) return
       try {

@@ -173,7 +173,7 @@ test('the management API requires an admin user (HTTP Basic) except on health en
     assert.equal((await fetch(`${base}/api/v1/whoami`, { headers: basic('bob', BOB.password) })).status, 401, 'a user without the admin role')
     const admin = await fetch(`${base}/api/v1/whoami`, { headers: basic('alice', ALICE.password) })
     assert.equal(admin.status, 200)
-    assert.deepEqual(await admin.json(), { username: 'alice', roles: ['admin'] })
+    assert.deepEqual(await admin.json(), { username: 'alice', roles: ['admin'], kind: 'user', name: 'alice', role: 'admin' })
   } finally {
     await broker.stop()
   }

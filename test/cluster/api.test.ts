@@ -277,6 +277,8 @@ test('apikeys: a viewer reads, an operator also kicks and publishes, only an adm
 
   const publish = { body: { topic: 'api/keys', payload: 'x' } }
   assert.equal((await api(n2(), 'GET', '/api/v1/clients', { headers: bearer(keys.viewer) })).status, 200)
+  const whoami = await api(n3(), 'GET', '/api/v1/whoami', { headers: bearer(keys.viewer) })
+  assert.deepEqual(whoami.body, { username: null, roles: [], kind: 'apikey', name: 'api-viewer', role: 'viewer' })
   assert.equal((await api(n2(), 'GET', '/metrics', { headers: bearer(keys.viewer) })).status, 200, 'a viewer key scrapes metrics')
   const forbidden = await api(n2(), 'POST', '/api/v1/publish', { ...publish, headers: bearer(keys.viewer) })
   assert.deepEqual([forbidden.status, forbidden.body.code], [403, 'FORBIDDEN'])
