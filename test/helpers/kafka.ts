@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -32,6 +32,8 @@ export interface KafkaBroker {
   stop(): Promise<void>
   /** Starts the JVM again on the same folder and ports (after `stop()`). */
   start(): Promise<void>
+  /** Stops the JVM and removes its folder. */
+  destroy(): Promise<void>
 }
 
 export interface KafkaOptions {
@@ -117,7 +119,12 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaBroke
     clearTimeout(timer)
   }
   await start()
-  return { bootstrap, port, controllerPort, saslBootstrap: sasl ? `127.0.0.1:${sasl.port}` : undefined, dir, pid: () => child?.pid, startMs: () => lastStartMs, stop, start }
+  return { bootstrap, port, controllerPort, saslBootstrap: sasl ? `127.0.0.1:${sasl.port}` : undefined, dir, pid: () => child?.pid, startMs: () => lastStartMs, stop, start,
+    async destroy() {
+      await stop()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
 }
 
 export interface KafkaRecord {

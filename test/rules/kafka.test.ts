@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
@@ -30,7 +29,8 @@ describe('rules into Kafka', () => {
   before(async () => {
     kafka = await startKafka({ sasl: { username: 'fleetmq', password: 'kafka-secret-1' } })
     console.log(`Kafka ${kafka.bootstrap} answered ${kafka.startMs()} ms after its JVM was spawned`)
-    const secrets = mkdtempSync(join(tmpdir(), 'fleetmq-kafka-secrets-'))
+    const secrets = join(kafka.dir, 'secrets')
+    mkdirSync(secrets)
     writeFileSync(join(secrets, 'good'), 'kafka-secret-1\n')
     writeFileSync(join(secrets, 'bad'), 'not-the-secret\n')
     const saslConnector = (mechanism: string, file: string) => ({ type: 'kafka', bootstrap: [kafka.saslBootstrap], sasl: { mechanism, username: 'fleetmq', passwordFile: join(secrets, file) } })
@@ -64,7 +64,7 @@ describe('rules into Kafka', () => {
   })
   after(async () => {
     await broker?.stop()
-    await kafka?.stop()
+    await kafka?.destroy()
   })
 
   it('mosquitto_pub QoS 1 of a hot reading reaches the Kafka topic through the rule; a cold one does not', { timeout: 60_000 }, async () => {
