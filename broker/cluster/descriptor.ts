@@ -27,7 +27,9 @@ export interface ClusterDescriptor {
     readonly username?: string
     readonly password?: string
     readonly sentinelPassword?: string
+    /** PEM CA of the Redis certificates (public; each node's own certificate and key never travel). */
     readonly ca?: string
+    readonly serverName?: string
   }
 }
 
@@ -48,6 +50,7 @@ export function descriptorFromConfig(config: Config): ClusterDescriptor {
       ...(redis.passwordFile ? { password: readOptional(redis.passwordFile) } : {}),
       ...(redis.sentinelPasswordFile ? { sentinelPassword: readOptional(redis.sentinelPasswordFile) } : {}),
       ...(ca ? { ca } : {}),
+      ...(redis.tls?.serverName ? { serverName: redis.tls.serverName } : {}),
     },
   }
 }
@@ -97,7 +100,7 @@ export function storeDescriptor(dataDir: string, descriptor: ClusterDescriptor, 
       ...(redis.username ? { username: redis.username } : {}),
       ...(redis.password ? { passwordFile: path('redis.password') } : {}),
       ...(redis.sentinelPassword ? { sentinelPasswordFile: path('redis-sentinel.password') } : {}),
-      ...(redis.ca ? { tls: { caFile: path('redis-ca.pem') } } : {}),
+      ...(redis.ca || redis.serverName ? { tls: { ...(redis.ca ? { caFile: path('redis-ca.pem') } : {}), ...(redis.serverName ? { serverName: redis.serverName } : {}) } } : {}),
     },
   }
   writePrivate(path('cluster.secret'), `${secret}\n`)

@@ -1,4 +1,6 @@
+import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import type { ConnectionOptions } from 'node:tls'
 import { createRequire } from 'node:module'
 import type { Redis, RedisOptions } from 'ioredis'
 import type { ClusterConfig } from '../config/schema.js'
@@ -16,6 +18,41 @@ function readSecretFile(file: string, what: string): string {
     return readFileSync(file, 'utf8').trim()
   } catch (err) {
     throw new FleetmqError('CLUSTER', `cannot read the ${what} file ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); check cluster.redis in the config`)
+  }
+}
+
+function readTlsFile(settings: RedisSettings, field: 'caFile' | 'certFile' | 'keyFile', what: string): string {
+  const file = settings.tls?.[field] as string
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new FleetmqError('TLS_MATERIAL', `cannot read cluster.redis.tls.${field} ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); correct the path (FLEETMQ_CLUSTER__REDIS__TLS__${field.replace(/File$/, '_FILE').toUpperCase()}) and let the broker's user read it`)
+  }
+  try {
+    if (field === 'keyFile') createPrivateKey(text)
+    else new X509Certificate(text)
+  } catch (err) {
+    throw new FleetmqError('TLS_MATERIAL', `cluster.redis.tls.${field} ${file} is not ${what} (${(err as Error).message}); give the PEM file`)
+  }
+  return text
+}
+
+/**
+ * TLS options for every connection to Redis and the sentinels, or undefined without
+ * `cluster.redis.tls`. Certificates are verified against `caFile` (Node's default: reject an
+ * unverified peer), and the peer's name against the address connected to or `serverName`.
+ */
+export function redisTlsOptions(settings: RedisSettings): ConnectionOptions | undefined {
+  const config = settings.tls
+  if (!config) return undefined
+  return {
+    ...(config.caFile ? { ca: readTlsFile(settings, 'caFile', 'a PEM CA certificate') } : {}),
+    ...(config.certFile ? { cert: readTlsFile(settings, 'certFile', 'a PEM certificate') } : {}),
+    ...(config.keyFile ? { key: readTlsFile(settings, 'keyFile', 'a PEM private key (an encrypted key is not supported)') } : {}),
+    // Node checks the certificate against `servername` when given, else against the host.
+    ...(config.serverName ? { servername: config.serverName } : {}),
+    minVersion: 'TLSv1.2',
   }
 }
 
@@ -39,10 +76,10 @@ export function redisOptions(settings: RedisSettings): RedisOptions & { url?: st
   }
   if (settings.username) common.username = settings.username
   if (settings.passwordFile) common.password = readSecretFile(settings.passwordFile, 'Redis password')
-  const ca = settings.tls?.caFile ? readSecretFile(settings.tls.caFile, 'Redis CA') : undefined
+  const tls = redisTlsOptions(settings)
   if (settings.url) {
-    const tls = settings.url.startsWith('rediss://') || ca !== undefined ? { ...(ca ? { ca } : {}) } : undefined
-    return { ...common, url: settings.url, ...(tls ? { tls } : {}) }
+    const wantsTls = settings.url.startsWith('rediss://') || tls !== undefined
+    return { ...common, url: settings.url, ...(wantsTls ? { tls: tls ?? {} } : {}) }
   }
   const sentinels = (settings.sentinels ?? []).map(splitHostPort)
   return {
@@ -50,7 +87,10 @@ export function redisOptions(settings: RedisSettings): RedisOptions & { url?: st
     sentinels,
     name: settings.name,
     ...(settings.sentinelPasswordFile ? { sentinelPassword: readSecretFile(settings.sentinelPasswordFile, 'sentinel password') } : {}),
-    ...(ca ? { tls: { ca }, enableTLSForSentinelMode: true, sentinelTLS: { ca } } : {}),
+    // The sentinels and the Redis servers they name speak TLS alike (`tls-port`, `port 0`):
+    // `sentinelTLS` for the questions to the sentinels, `tls` with enableTLSForSentinelMode for
+    // the primary they answer with.
+    ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
     // Not `failoverDetector`: under failover tests here it left some clients ended for good.
     // The retry strategy asks the sentinels again within 1 s anyway.
     sentinelRetryStrategy: (times) => Math.min(times * 100, 1_000),

@@ -160,8 +160,26 @@ export const clusterRedisSchema = z
     passwordFile: z.string().min(1).optional(),
     /** File holding the password of the sentinels, when they require one. */
     sentinelPasswordFile: z.string().min(1).optional(),
-    /** TLS to Redis (implied by rediss://): PEM CA bundle that signed the Redis certificate. */
-    tls: z.strictObject({ caFile: z.string().min(1).optional() }).optional(),
+    /**
+     * TLS to Redis and to the sentinels (implied by rediss://). Colocated Redis under provisioning
+     * speaks TLS only, with certificates of the cluster CA (docs/security.md).
+     */
+    tls: z
+      .strictObject({
+        /** PEM CA bundle that signed the Redis (and sentinel) certificates; the certificates are verified against it. */
+        caFile: z.string().min(1).optional(),
+        /** PEM client certificate, for a Redis with `tls-auth-clients yes`; with `keyFile`. */
+        certFile: z.string().min(1).optional(),
+        /** PEM private key of `certFile`. */
+        keyFile: z.string().min(1).optional(),
+        /**
+         * Name the Redis certificates must carry (SNI and the check), when it is not the address
+         * connected to (sentinels name primaries by IP address).
+         */
+        serverName: z.string().min(1).optional(),
+      })
+      .refine((tls) => !tls.certFile === !tls.keyFile, { message: 'certFile and keyFile go together: give both (a client certificate) or neither' })
+      .optional(),
     /**
      * Replicas that must hold a QoS 1/2 message, a retained message or a subscription before the
      * client is acknowledged (Redis `WAIT`): default 1 with `sentinels` (a failover keeps every

@@ -37,10 +37,38 @@ export async function freePort(): Promise<number> {
   return port
 }
 
+/**
+ * TLS of a Redis process (PEM files): served on its port (`port 0`, `tls-port`), used for
+ * replication and by sentinels (`tls-replication yes`). `authClients` is `tls-auth-clients`.
+ */
+export interface RedisTls {
+  readonly ca: string
+  readonly cert: string
+  readonly key: string
+  readonly authClients?: 'yes' | 'no' | 'optional'
+}
+
+/** Server arguments (or sentinel.conf lines) serving `port` over TLS only. */
+function tlsDirectives(port: number, tls: RedisTls): [string, string][] {
+  return [
+    ['port', '0'], ['tls-port', String(port)],
+    ['tls-cert-file', tls.cert], ['tls-key-file', tls.key], ['tls-ca-cert-file', tls.ca],
+    ['tls-replication', 'yes'], ['tls-auth-clients', tls.authClients ?? 'optional'],
+  ]
+}
+
+/** `redis-cli` arguments for a TLS server: verified against the CA, with the client certificate. */
+export const redisCliTlsArgs = (tls: RedisTls): string[] => ['--tls', '--cacert', tls.ca, '--cert', tls.cert, '--key', tls.key]
+
 /** Runs `redis-cli -p PORT args…` and returns its trimmed output. */
 export async function redisCli(port: number, ...args: string[]): Promise<string> {
   const { stdout } = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 5_000 })
   return stdout.trim()
+}
+
+/** `redisCli` over TLS when `tls` is given. */
+export async function redisCliOver(tls: RedisTls | undefined, port: number, ...args: string[]): Promise<string> {
+  return tls ? redisCli(port, ...redisCliTlsArgs(tls), ...args) : redisCli(port, ...args)
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
@@ -73,19 +101,23 @@ export interface RedisOptions {
   replicaOf?: number
   /** Extra `--name value` arguments, e.g. `['--min-replicas-to-write', '1']`. */
   args?: string[]
+  /** Serve TLS only, and replicate over TLS. */
+  tls?: RedisTls
 }
 
 /** A `redis-server` in the foreground, without disk persistence, ready to answer PING. */
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
   const port = options.port ?? await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'fleetmq-redis-'))
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, 'redis.log')]
+  const args = ['--bind', '127.0.0.1', '--daemonize', 'no', '--dir', dir, '--save', '', '--appendonly', 'no', '--logfile', join(dir, 'redis.log')]
+  if (options.tls) args.push(...tlsDirectives(port, options.tls).flatMap(([name, value]) => [`--${name}`, value]))
+  else args.push('--port', String(port))
   if (options.replicaOf !== undefined) args.push('--replicaof', '127.0.0.1', String(options.replicaOf))
   args.push(...(options.args ?? []))
   const child = spawn('redis-server', args, { stdio: 'ignore' })
   const proc = wrap(child, port, dir)
-  await waitFor(`redis-server on ${port}`, async () => (await redisCli(port, 'PING')) === 'PONG')
-  return { ...proc, url: `redis://127.0.0.1:${port}` }
+  await waitFor(`redis-server on ${port}`, async () => (await redisCliOver(options.tls, port, 'PING')) === 'PONG')
+  return { ...proc, url: `${options.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}` }
 }
 
 export interface SentinelGroup {
@@ -104,6 +136,8 @@ export interface SentinelOptions {
   sentinels?: number
   /** Extra arguments for every redis-server (e.g. min-replicas-to-write). */
   serverArgs?: string[]
+  /** Servers and sentinels speak TLS only, replication and sentinel links included. */
+  tls?: RedisTls
 }
 
 /**
@@ -112,13 +146,14 @@ export interface SentinelOptions {
  */
 export async function startSentinelGroup(options: SentinelOptions = {}): Promise<SentinelGroup> {
   const name = 'fleetmq'
-  const primary = await startRedis({ args: options.serverArgs })
+  const { tls } = options
+  const primary = await startRedis({ args: options.serverArgs, tls })
   const servers = [primary]
   for (let i = 0; i < (options.replicas ?? 2); i++) {
-    servers.push(await startRedis({ replicaOf: primary.port, args: options.serverArgs }))
+    servers.push(await startRedis({ replicaOf: primary.port, args: options.serverArgs, tls }))
   }
   await waitFor('replicas in sync', async () => {
-    const info = await redisCli(primary.port, 'INFO', 'replication')
+    const info = await redisCliOver(tls, primary.port, 'INFO', 'replication')
     return (info.match(/^slave\d+:.*state=online/gm)?.length ?? 0) === servers.length - 1
   })
   const sentinels: RedisProcess[] = []
@@ -128,7 +163,7 @@ export async function startSentinelGroup(options: SentinelOptions = {}): Promise
     const dir = mkdtempSync(join(tmpdir(), 'fleetmq-sentinel-'))
     const file = join(dir, 'sentinel.conf')
     writeFileSync(file, [
-      `port ${port}`,
+      ...(tls ? tlsDirectives(port, tls).map(([name, value]) => `${name} ${value}`) : [`port ${port}`]),
       'bind 127.0.0.1',
       'daemonize no',
       `dir ${dir}`,
@@ -144,7 +179,7 @@ export async function startSentinelGroup(options: SentinelOptions = {}): Promise
   }
   await waitFor('sentinels', async () => {
     for (const s of sentinels) {
-      const others = await redisCli(s.port, 'SENTINEL', 'sentinels', name)
+      const others = await redisCliOver(tls, s.port, 'SENTINEL', 'sentinels', name)
       if ((others.match(/^runid$/gm)?.length ?? 0) < count - 1) return false
     }
     return true
@@ -152,7 +187,7 @@ export async function startSentinelGroup(options: SentinelOptions = {}): Promise
   const primaryPort = async (): Promise<number> => {
     for (const s of sentinels) {
       if (s.process.exitCode !== null) continue
-      const out = await redisCli(s.port, 'SENTINEL', 'get-master-addr-by-name', name)
+      const out = await redisCliOver(tls, s.port, 'SENTINEL', 'get-master-addr-by-name', name)
       return Number(out.split('\n')[1])
     }
     throw new Error('no sentinel is running')
