@@ -109,9 +109,10 @@ export async function startNode(parts: NodeParts): Promise<FleetmqNode> {
         log,
         routes: parts.routes ?? [],
         allowedHosts: config.mgmt.allowedHosts,
+        ...(config.mgmt.tls ? { tls: config.mgmt.tls } : {}),
         authorize: parts.authorizeMgmt ?? (() => undefined),
       })
-      log.info({ host: mgmt.host, port: mgmt.port }, `management API on http://${mgmt.host}:${mgmt.port}`)
+      log.info({ host: mgmt.host, port: mgmt.port }, `management API on ${mgmt.url}`)
     }
   } catch (err) {
     await close()

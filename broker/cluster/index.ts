@@ -12,6 +12,7 @@ import type { Route, RouteResult } from '../mgmt/http.js'
 import type { FleetmqNode } from '../server.js'
 import type { Metrics } from '../mgmt/metrics.js'
 import { createRedisSharedGroups, type RedisSharedSubscriptionGroups } from '../shared/redis-groups.js'
+import { describeFailure, mgmtBaseUrl, mgmtRequest, readCaFile, type MgmtAnswer } from '../mgmt/client.js'
 import { createBackend, type Backend, type BackendStatus } from './backend.js'
 import { signRequest, unseal, type SignedHeaders } from './signed-request.js'
 import { descriptorFromConfig, parseDescriptor, planJoin, removeStoredCluster, storeDescriptor } from './descriptor.js'
@@ -76,32 +77,39 @@ export interface Cluster {
 }
 
 const SEED_TIMEOUT_MS = 5_000
-const DEFAULT_MGMT_PORT = 18083
 
-/** `host[:port]` of a seed's management API. */
-export function seedUrl(seed: string, path: string): string {
-  const withPort = /:\d+$/.test(seed) ? seed : `${seed}:${DEFAULT_MGMT_PORT}`
-  return `http://${withPort}${path}`
+/** How this node reaches other nodes' management APIs: over https, verified against `ca`, when its own API speaks TLS. */
+export interface PeerTls {
+  readonly ca?: Buffer
 }
 
-/** Fetches the descriptor from a seed, with errors that say what to do. */
-export async function fetchDescriptor(seed: string, secret: string): Promise<ReturnType<typeof parseDescriptor>> {
-  const url = seedUrl(seed, `${CLUSTER_API}/descriptor`)
-  let res: Response
+/** The TLS a node's config implies for its calls to other nodes (`mgmt.tls`), or undefined. */
+export function peerTls(config: Config): PeerTls | undefined {
+  const tls = config.mgmt.tls
+  if (!tls) return undefined
+  return tls.ca ? { ca: readCaFile(tls.ca, 'mgmt.tls.ca') } : {}
+}
+
+/**
+ * Fetches the descriptor from a seed, with errors that say what to do. `seed` is HOST[:PORT] or a
+ * URL; https when it says so or when `tls` is given (a cluster's nodes are configured alike).
+ */
+export async function fetchDescriptor(seed: string, secret: string, tls?: PeerTls): Promise<ReturnType<typeof parseDescriptor>> {
+  const url = `${mgmtBaseUrl(seed, tls !== undefined)}${CLUSTER_API}/descriptor`
+  let res: MgmtAnswer
   let signed: SignedHeaders
   try {
     signed = signRequest(secret, 'GET', `${CLUSTER_API}/descriptor`)
-    res = await fetch(url, { headers: { authorization: signed.authorization }, signal: AbortSignal.timeout(SEED_TIMEOUT_MS) })
+    res = await mgmtRequest(url, { method: 'GET', headers: { authorization: signed.authorization }, ca: tls?.ca, timeoutMs: SEED_TIMEOUT_MS })
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
-    throw new FleetmqError('CLUSTER', `cannot reach the seed's management API at ${url} (${cause}); check the address and that the seed runs with its management API on a reachable interface (nothing was changed)`)
+    throw new FleetmqError('CLUSTER', `cannot reach the seed's management API at ${url} (${describeFailure(err)}); check the address and that the seed runs with its management API on a reachable interface (nothing was changed)`)
   }
-  const body = await res.json().catch(() => undefined) as { error?: string; sealed?: string } | undefined
-  if (res.status === 401) throw new FleetmqError('CLUSTER', `the seed ${seed} refused the cluster secret; use the secret file of that cluster (nothing was changed): ${body?.error ?? ''}`)
-  if (!res.ok) throw new FleetmqError('CLUSTER', `the seed ${seed} answered ${res.status}: ${body?.error ?? 'no reason given'} (nothing was changed)`)
+  const body = res.body as { error?: string; sealed?: string }
+  if (res.status === 401) throw new FleetmqError('CLUSTER', `the seed ${seed} refused the cluster secret; use the secret file of that cluster (nothing was changed): ${body.error ?? ''}`)
+  if (res.status < 200 || res.status >= 300) throw new FleetmqError('CLUSTER', `the seed ${seed} answered ${res.status}: ${body.error ?? 'no reason given'} (nothing was changed)`)
   let descriptor: unknown
   try {
-    descriptor = unseal(secret, signed.nonce, String(body?.sealed))
+    descriptor = unseal(secret, signed.nonce, String(body.sealed))
   } catch (err) {
     throw new FleetmqError('CLUSTER', `the seed ${seed} answered with a descriptor not sealed for this request (${(err as Error).message}); is it a FleetMQ node of this version? (nothing was changed)`)
   }
@@ -185,7 +193,7 @@ export function createCluster(config: Config, log: Logger, options: ClusterOptio
       }
       let descriptor
       try {
-        descriptor = await fetchDescriptor(seed, given)
+        descriptor = await fetchDescriptor(seed, given, peerTls(config))
       } catch (err) {
         return { status: 502, body: { error: (err as Error).message } }
       }

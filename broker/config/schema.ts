@@ -357,6 +357,12 @@ export const configSchema = z
          * own name (e.g. a DNS name nodes join with); any other is refused (DNS rebinding).
          */
         allowedHosts: z.array(z.string().min(1).regex(/^[A-Za-z0-9.-]+$/, 'a host name (letters, digits, dots, hyphens), without a port')).default([]),
+        /**
+         * Serve the API over HTTPS with this certificate and key (PEM files). `ca` is the cluster
+         * CA: this node verifies its seed's API against it when it joins, and `fleetmq cluster …`
+         * on the host verifies this node's. A node with `tls` calls other nodes over https.
+         */
+        tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), ca: z.string().min(1).optional() }).optional(),
       })
       .prefault({}),
     limits: limitsSchema.prefault({}),

@@ -1,7 +1,9 @@
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../log.js'
 import { FleetmqError } from '../errors.js'
+import { loadTlsMaterial } from '../listeners/tls-material.js'
 import { requestProblem } from './request-guard.js'
 
 /** What a caller may do: viewer reads, operator also acts on clients and messages, admin everything. */
@@ -45,6 +47,8 @@ export interface RouteResult {
 export interface MgmtServer {
   readonly host: string
   readonly port: number
+  /** `http(s)://host:port` */
+  readonly url: string
   close(): Promise<void>
 }
 
@@ -55,6 +59,8 @@ export interface MgmtOptions {
   readonly routes: readonly Route[]
   /** Host names besides IP addresses, `localhost` and the machine's name that requests may use. */
   readonly allowedHosts?: readonly string[]
+  /** HTTPS with these PEM files (`mgmt.tls`). */
+  readonly tls?: { readonly cert: string; readonly key: string }
   /** Who a request to a non-public route authenticated as, or undefined when its credentials are missing or wrong. */
   authorize(req: http.IncomingMessage): Promise<Principal | undefined> | Principal | undefined
 }
@@ -128,7 +134,7 @@ function send(res: http.ServerResponse, result: RouteResult): void {
 
 export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer> {
   const routes = options.routes.map(compile)
-  const server = http.createServer((req, res) => {
+  const handler: http.RequestListener = (req, res) => {
     const problem = requestProblem(req, options.allowedHosts ?? [])
     if (problem) {
       options.log.debug({ remoteAddress: req.socket.remoteAddress, host: req.headers.host, origin: req.headers.origin }, `management request refused: ${problem.error}`)
@@ -207,7 +213,10 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
         }
       })()
     })
-  })
+  }
+  // HTTPS when configured: the cluster secret's signatures and sealed answers already keep secrets
+  // off the wire, TLS also keeps what nodes and operators read (status, users) to themselves.
+  const server = options.tls ? https.createServer({ ...loadTlsMaterial('mgmt', { ...options.tls, requestClientCert: false, requireClientCert: false, useCnAsUsername: false, minVersion: 'TLSv1.2' }) }, handler) : http.createServer(handler)
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(new FleetmqError('LISTEN_FAILED', `management API cannot listen on ${options.host}:${options.port} (${err.code ?? err.message}); choose another --mgmt address`)))
@@ -217,6 +226,7 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
   return {
     host: options.host,
     port,
+    url: `${options.tls ? 'https' : 'http'}://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
     close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }),
   }
 }

@@ -1,10 +1,13 @@
 import { Command } from 'commander'
 import { readClusterSecret } from '../../cluster/secret.js'
+import { ensureNodeCertificate } from '../../cluster/cluster-ca.js'
 import type { NodeStatus } from '../../cluster/membership.js'
 import type { MergeReport } from '../../auth/user-store.js'
 import { FleetmqError } from '../../errors.js'
 import { printData } from '../output.js'
 import { loadConfig } from '../../config/load.js'
+import type { Config } from '../../config/schema.js'
+import { describeFailure, mgmtBaseUrl, mgmtRequest, readCaFile } from '../../mgmt/client.js'
 import type { ConfigTree } from '../../config/env.js'
 import { readLocalToken } from '../../mgmt/local-token.js'
 import { signRequest } from '../../cluster/signed-request.js'
@@ -27,6 +30,7 @@ const CLUSTER_API = '/api/v1/cluster'
 interface NodeOptions {
   node: string
   clusterSecretFile?: string
+  caFile?: string
   config?: string
   dataDir?: string
   json?: boolean
@@ -37,33 +41,37 @@ interface Answer {
   body: Record<string, unknown>
 }
 
+/** How the CLI reaches a node's API: https with the CA to verify it by, or plain http. */
+export interface NodeTls {
+  readonly tls: boolean
+  readonly ca?: Buffer
+}
+
 /**
- * A request to a node's management API: signed with the cluster secret (`secret`, which never
- * crosses the network) or carrying the local node's management token (`token`, Bearer).
+ * A request to a node's management API (`node`: HOST:PORT or a URL): signed with the cluster
+ * secret (`secret`, which never crosses the network) or carrying the local node's management token
+ * (`token`, Bearer).
  */
-export async function callNode(node: string, method: 'GET' | 'POST', path: string, options: { secret?: string; token?: string; body?: unknown; timeoutMs?: number } = {}): Promise<Answer> {
-  const url = `http://${node}${path}`
+export async function callNode(node: string, method: 'GET' | 'POST', path: string, options: { secret?: string; token?: string; body?: unknown; timeoutMs?: number; tls?: NodeTls } = {}): Promise<Answer> {
+  const url = `${mgmtBaseUrl(node, options.tls?.tls ?? false)}${path}`
   const body = options.body !== undefined ? JSON.stringify(options.body) : undefined
   const authorization = options.secret !== undefined
     ? signRequest(options.secret, method, path, body ?? '').authorization
     : options.token !== undefined ? `Bearer ${options.token}` : undefined
-  let res: Response
   try {
-    res = await fetch(url, {
+    return await mgmtRequest(url, {
       method,
       headers: {
         ...(authorization ? { authorization } : {}),
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
       body,
-      signal: AbortSignal.timeout(options.timeoutMs ?? 15_000),
+      ca: options.tls?.ca,
+      timeoutMs: options.timeoutMs ?? 15_000,
     })
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
-    throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${cause}); is fleetmq running there? give its address with --node HOST:PORT`)
+    throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${describeFailure(err)}); is fleetmq running there? give its address with --node HOST:PORT`)
   }
-  const answer = (await res.json().catch(() => ({}))) as Record<string, unknown>
-  return { status: res.status, body: answer }
 }
 
 function failIfError(answer: Answer): void {
@@ -74,10 +82,27 @@ function failIfError(answer: Answer): void {
 
 const secretOf = (options: NodeOptions): string | undefined => (options.clusterSecretFile ? readClusterSecret(options.clusterSecretFile) : undefined)
 
+/** The local node's config, as `start` resolves it (without what `cluster join` stored). */
+function localConfig(options: Pick<NodeOptions, 'config' | 'dataDir'>, env: NodeJS.ProcessEnv = process.env): Config {
+  const flags: ConfigTree = options.dataDir ? { dataDir: options.dataDir } : {}
+  return loadConfig({ file: options.config ?? env.FLEETMQ_CONFIG, env, flags })
+}
+
 /** The data folder of the local node, as `start` resolves it. */
 export function localDataDir(options: Pick<NodeOptions, 'config' | 'dataDir'>, env: NodeJS.ProcessEnv = process.env): string {
-  const flags: ConfigTree = options.dataDir ? { dataDir: options.dataDir } : {}
-  return loadConfig({ file: options.config ?? env.FLEETMQ_CONFIG, env, flags }).dataDir
+  return localConfig(options, env).dataDir
+}
+
+/**
+ * https or http to the node: `--ca-file` means https verified against it; else the local node's
+ * `mgmt.tls` (https, verified against `mgmt.tls.ca`, or its own certificate when it has no CA):
+ * a cluster's nodes are configured alike, so a remote `--node` speaks what the local one does.
+ */
+export function nodeTls(options: Pick<NodeOptions, 'config' | 'dataDir' | 'caFile'>, env: NodeJS.ProcessEnv = process.env): NodeTls {
+  if (options.caFile) return { tls: true, ca: readCaFile(options.caFile, '--ca-file') }
+  const tls = localConfig(options, env).mgmt.tls
+  if (!tls) return { tls: false }
+  return { tls: true, ca: tls.ca ? readCaFile(tls.ca, 'mgmt.tls.ca') : readCaFile(tls.cert, 'mgmt.tls.cert') }
 }
 
 /** What a command authenticates with: the cluster secret when given, else the local node's token. */
@@ -89,18 +114,19 @@ const credentialOf = (options: NodeOptions): { secret?: string; token?: string }
 /** --config and --data-dir: where the local node's management token is. */
 function withLocalNode(command: Command): Command {
   return command
-    .option('-c, --config <file>', 'config file of the local node, to find its management token (FLEETMQ_CONFIG)')
+    .option('-c, --config <file>', 'config file of the local node, to find its management token and mgmt.tls (FLEETMQ_CONFIG)')
     .option('--data-dir <dir>', 'data folder of the local node, holding its management token mgmt.token (default /var/lib/fleetmq)')
+    .option('--ca-file <file>', 'CA certificate to verify the node\'s https management API with (default: the local config\'s mgmt.tls.ca)')
 }
 
 /** Waits until the node answers /readyz and is a member of `cluster` (after a restart). */
-async function waitForMember(node: string, cluster: string, secret: string, timeoutMs: number): Promise<Record<string, unknown>> {
+async function waitForMember(node: string, cluster: string, secret: string, tls: NodeTls, timeoutMs: number): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs
   let last = 'no answer yet'
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 250))
     try {
-      const status = await callNode(node, 'GET', `${CLUSTER_API}/status`, { secret, timeoutMs: 2_000 })
+      const status = await callNode(node, 'GET', `${CLUSTER_API}/status`, { secret, tls, timeoutMs: 2_000 })
       if (status.status === 200 && status.body.cluster === cluster && (status.body.backend as { ready?: boolean } | undefined)?.ready) return status.body
       last = status.status === 200 ? `cluster ${String(status.body.cluster)}, backend ready: ${String((status.body.backend as { ready?: boolean } | undefined)?.ready)}` : `HTTP ${status.status}`
     } catch (err) {
@@ -148,7 +174,7 @@ export function renderMerge(merge: MergeReport): string[] {
 const joinCommand = withLocalNode(new Command('join'))
   .description('bring the local node into the cluster the seed belongs to (harmless to repeat)')
   .argument('<seed>', 'management API of a cluster member, HOST[:PORT] (default port 18083)')
-  .option('--node <host:port>', 'management API of the node to join', DEFAULT_NODE)
+  .option('--node <host:port>', 'management API of the node to join, HOST:PORT or https://HOST:PORT', DEFAULT_NODE)
   .requiredOption('--cluster-secret-file <file>', 'file holding the cluster secret')
   .option('--timeout <seconds>', 'how long to wait for the node to come back as a member', '30')
   .option('--json', 'print the result as JSON')
@@ -156,14 +182,15 @@ const joinCommand = withLocalNode(new Command('join'))
     const secret = secretOf(options) as string
     // A standalone node has no cluster secret (or another one): the local node takes its token.
     const token = readLocalToken(localDataDir(options))
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { ...(token !== undefined ? { token } : { secret }), body: { seed, secret } })
+    const tls = nodeTls(options)
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/join`, { ...(token !== undefined ? { token } : { secret }), body: { seed, secret }, tls })
     failIfError(answer)
     const cluster = String(answer.body.cluster)
     if (answer.body.changed === false) {
       printData(options, { joined: true, changed: false, cluster, message: answer.body.message }, () => `${String(answer.body.message)}; nothing to do`)
       return
     }
-    const status = await waitForMember(options.node, cluster, secret, Number(options.timeout) * 1000)
+    const status = await waitForMember(options.node, cluster, secret, tls, Number(options.timeout) * 1000)
     const nodes = status.nodes as NodeStatus[]
     const merge = status.usersMerge as MergeReport | undefined
     printData(options, { joined: true, changed: true, cluster, node: status.node, nodes: nodes.length, ...(merge ? { usersMerge: merge } : {}) }, () => [
@@ -178,7 +205,7 @@ const leaveCommand = withLocalNode(new Command('leave'))
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the result as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, credentialOf(options))
+    const answer = await callNode(options.node, 'POST', `${CLUSTER_API}/leave`, { ...credentialOf(options), tls: nodeTls(options) })
     failIfError(answer)
     const b = answer.body
     printData(options, b, () => `node ${String(b.node)} left cluster "${String(b.cluster)}": ${String(b.redirected)} MQTT 5.0 clients redirected (reason 0x${Number(b.reasonCode).toString(16)}), ${String(b.closed)} MQTT 3.x clients closed; the node is stopping`)
@@ -190,9 +217,21 @@ const statusCommand = withLocalNode(new Command('status'))
   .option('--cluster-secret-file <file>', 'cluster secret, for a node on another host')
   .option('--json', 'print the status as JSON')
   .action(async (options: NodeOptions) => {
-    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, credentialOf(options))
+    const answer = await callNode(options.node, 'GET', `${CLUSTER_API}/status`, { ...credentialOf(options), tls: nodeTls(options) })
     failIfError(answer)
     printData(options, answer.body, () => renderStatus(answer.body as unknown as Parameters<typeof renderStatus>[0]))
+  })
+
+const certificateCommand = new Command('certificate')
+  .description('make this node\'s key and a certificate signed by the cluster CA (derived from the cluster secret), for Redis TLS and the management API; keeps a certificate that still fits')
+  .requiredOption('--cluster-secret-file <file>', 'file holding the cluster secret')
+  .requiredOption('--dir <dir>', 'folder for ca.pem, node.pem and node-key.pem (the key never leaves it)')
+  .requiredOption('--name <name>', 'the node\'s name (the certificate\'s CN)')
+  .option('--address <address>', 'an IP address or DNS name peers reach the node by (repeat it)', (value: string, list: string[]) => [...list, value], [] as string[])
+  .option('--json', 'print the result as JSON')
+  .action((options: { clusterSecretFile: string; dir: string; name: string; address: string[]; json?: boolean }) => {
+    const files = ensureNodeCertificate({ secret: readClusterSecret(options.clusterSecretFile), dir: options.dir, name: options.name, names: options.address })
+    printData(options, files, () => `${files.changed ? 'issued' : 'kept'} ${files.cert} for ${options.address.join(', ')} (CA ${files.ca}, key ${files.key})`)
   })
 
 export const clusterCommand = new Command('cluster')
@@ -200,3 +239,4 @@ export const clusterCommand = new Command('cluster')
   .addCommand(joinCommand)
   .addCommand(leaveCommand)
   .addCommand(statusCommand)
+  .addCommand(certificateCommand)
