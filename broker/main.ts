@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import type { Config } from './config/schema.js'
 import { createLogger, type Logger } from './log.js'
 import type { Feature } from './hooks.js'
@@ -11,7 +12,7 @@ import { createMetrics } from './mgmt/metrics.js'
 import { sysFeature } from './sys/index.js'
 import { mqttProtocolFeature } from './mqtt/index.js'
 import { sharedSubscriptionsFeature } from './shared/index.js'
-import { createLocalToken, type LocalToken } from './mgmt/local-token.js'
+import { createLocalToken, writeLocalCa, type LocalToken } from './mgmt/local-token.js'
 import { installLastResortHandler, uncaughtErrors } from './features/last-resort.js'
 import { createRules } from './rules/index.js'
 import { createManagementApi } from './api/index.js'
@@ -116,6 +117,8 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
 function writeLocalToken(config: Config, log: Logger): LocalToken | undefined {
   try {
     const token = createLocalToken(config.dataDir)
+    const tls = config.mgmt.tls
+    writeLocalCa(config.dataDir, tls ? readFileSync(tls.ca ?? tls.cert) : undefined)
     log.debug({ file: token.file }, 'wrote the management token for fleetmq commands on this host')
     return token
   } catch (err) {

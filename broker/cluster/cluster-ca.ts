@@ -96,6 +96,46 @@ function certificateFits(certPem: string, keyPem: string, caKey: KeyObject, name
   }
 }
 
+/** Whether `file` is a CA certificate of `caKey`. */
+function caCertificateFits(file: string, caKey: KeyObject): boolean {
+  try {
+    const spki = (key: KeyObject): string | Buffer => key.export({ format: 'pem', type: 'spki' })
+    return spki(new X509Certificate(readFileSync(file)).publicKey) === spki(createPublicKey(caKey))
+  } catch {
+    return false
+  }
+}
+
+/** Writes the CA certificate of `caKey` to `file` (mode 0644). */
+function writeCaCertificate(caKey: KeyObject, file: string, work: string): void {
+  const caKeyFile = join(work, 'ca-key.pem')
+  writePrivate(caKeyFile, caKey.export({ format: 'pem', type: 'pkcs8' }))
+  openssl(['req', '-x509', '-new', '-key', caKeyFile, '-sha256', '-days', '36500', '-subj', CA_SUBJECT,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', join(work, 'ca.pem')])
+  writePrivate(file, readFileSync(join(work, 'ca.pem')), 0o644)
+}
+
+/** A folder for openssl's files, the CA key among them (0600), removed after `use`. */
+function withWorkDir<T>(use: (work: string) => T): T {
+  const work = mkdtempSync(join(tmpdir(), 'fleetmq-ca-'))
+  try {
+    return use(work)
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
+
+/**
+ * Makes sure `file` is the cluster CA certificate of `secret` (what a node that has no certificate
+ * yet verifies its seed with); returns whether it wrote it.
+ */
+export function ensureClusterCaCertificate(secret: string, file: string): boolean {
+  const caKey = clusterCaKey(secret)
+  if (caCertificateFits(file, caKey)) return false
+  withWorkDir((work) => writeCaCertificate(caKey, file, work))
+  return true
+}
+
 /**
  * Makes sure `dir` holds the cluster CA certificate and this node's key and certificate signed by
  * it for `names` (serverAuth and clientAuth: Redis uses it both ways). Keeps the key and a
@@ -104,7 +144,6 @@ function certificateFits(certPem: string, keyPem: string, caKey: KeyObject, name
 export function ensureNodeCertificate(request: NodeCertificateRequest): NodeCertificateFiles {
   if (request.names.length === 0) throw new FleetmqError('CLUSTER', 'a node certificate needs at least one address or name (--address)')
   const caKey = clusterCaKey(request.secret)
-  const caPublic = createPublicKey(caKey).export({ format: 'pem', type: 'spki' })
   mkdirSync(request.dir, { recursive: true, mode: 0o750 })
   const files = { ca: join(request.dir, 'ca.pem'), cert: join(request.dir, 'node.pem'), key: join(request.dir, 'node-key.pem') }
   if (!existsSync(files.key)) {
@@ -112,19 +151,14 @@ export function ensureNodeCertificate(request: NodeCertificateRequest): NodeCert
     writePrivate(files.key, privateKey.export({ format: 'pem', type: 'pkcs8' }))
   }
   const keyPem = readFileSync(files.key, 'utf8')
-  const caFits = existsSync(files.ca) && new X509Certificate(readFileSync(files.ca)).publicKey.export({ format: 'pem', type: 'spki' }) === caPublic
+  const caFits = caCertificateFits(files.ca, caKey)
   const certFits = caFits && existsSync(files.cert) && certificateFits(readFileSync(files.cert, 'utf8'), keyPem, caKey, request.names)
   if (caFits && certFits) return { ...files, changed: false }
   // The CA key exists on disk only in this 0700 folder, while openssl runs.
-  const work = mkdtempSync(join(tmpdir(), 'fleetmq-ca-'))
-  try {
+  withWorkDir((work) => {
+    if (!caFits) writeCaCertificate(caKey, files.ca, work)
     const caKeyFile = join(work, 'ca-key.pem')
-    writePrivate(caKeyFile, caKey.export({ format: 'pem', type: 'pkcs8' }))
-    if (!caFits) {
-      openssl(['req', '-x509', '-new', '-key', caKeyFile, '-sha256', '-days', '36500', '-subj', CA_SUBJECT,
-        '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', join(work, 'ca.pem')])
-      writePrivate(files.ca, readFileSync(join(work, 'ca.pem')), 0o644)
-    }
+    if (!existsSync(caKeyFile)) writePrivate(caKeyFile, caKey.export({ format: 'pem', type: 'pkcs8' }))
     const extensions = join(work, 'node.ext')
     writeFileSync(extensions, [
       'basicConstraints=critical,CA:FALSE',
@@ -139,8 +173,6 @@ export function ensureNodeCertificate(request: NodeCertificateRequest): NodeCert
     openssl(['x509', '-req', '-in', join(work, 'node.csr'), '-CA', files.ca, '-CAkey', caKeyFile, '-set_serial', `0x${randomBytes(16).toString('hex')}`,
       '-days', String(NODE_CERT_DAYS), '-sha256', '-extfile', extensions, '-out', join(work, 'node.pem')])
     writePrivate(files.cert, readFileSync(join(work, 'node.pem')), 0o644)
-  } finally {
-    rmSync(work, { recursive: true, force: true })
-  }
+  })
   return { ...files, changed: true }
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import type { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import { bearerToken, secretsEqual } from '../cluster/secret.js'
@@ -54,6 +54,33 @@ export function readLocalToken(dataDir: string): string | undefined {
   try {
     const token = readFileSync(localTokenPath(dataDir), 'utf8').trim()
     return token.length > 0 ? token : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * `<dataDir>/mgmt-ca.pem`: the CA a `fleetmq` command on this host verifies the node's https API
+ * with (`mgmt.tls.ca`, else the node's own certificate), written at every start when the API
+ * speaks TLS and removed when it does not, so that the command needs no flag to find it.
+ */
+export const LOCAL_CA_FILE = 'mgmt-ca.pem'
+
+export function writeLocalCa(dataDir: string, ca: Buffer | undefined): void {
+  const file = join(dataDir, LOCAL_CA_FILE)
+  if (ca === undefined) {
+    rmSync(file, { force: true })
+    return
+  }
+  const temporary = `${file}.${process.pid}.tmp`
+  writeFileSync(temporary, ca, { mode: 0o600 })
+  renameSync(temporary, file)
+}
+
+/** The CA the local node left for commands on this host, or undefined (plain HTTP). */
+export function readLocalCa(dataDir: string): Buffer | undefined {
+  try {
+    return readFileSync(join(dataDir, LOCAL_CA_FILE))
   } catch {
     return undefined
   }

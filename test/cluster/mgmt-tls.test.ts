@@ -85,6 +85,10 @@ test('a node joins its seed over https, verified against the cluster CA, onto Re
   const status = await runCli(['cluster', 'status', '--node', localMgmt, '--data-dir', local.dir, '--json'], localEnv)
   assert.equal(status.code, 0, status.stdout + status.stderr)
   assert.equal((JSON.parse(status.stdout) as { nodes: unknown[] }).nodes.length, 2)
+  // … and without the node's settings (root on a provisioned host runs it bare): the node left
+  // its CA beside its management token.
+  const bare = await runCli(['cluster', 'status', '--node', localMgmt, '--data-dir', local.dir, '--json'])
+  assert.equal(bare.code, 0, bare.stdout + bare.stderr)
 })
 
 test('the management API answers no plain HTTP, and a certificate of another CA is refused', async () => {

@@ -9,7 +9,7 @@ import { loadConfig } from '../../config/load.js'
 import type { Config } from '../../config/schema.js'
 import { describeFailure, mgmtBaseUrl, mgmtRequest, readCaFile } from '../../mgmt/client.js'
 import type { ConfigTree } from '../../config/env.js'
-import { readLocalToken } from '../../mgmt/local-token.js'
+import { readLocalCa, readLocalToken } from '../../mgmt/local-token.js'
 import { signRequest } from '../../cluster/signed-request.js'
 
 /*
@@ -95,14 +95,19 @@ export function localDataDir(options: Pick<NodeOptions, 'config' | 'dataDir'>, e
 
 /**
  * https or http to the node: `--ca-file` means https verified against it; else the local node's
- * `mgmt.tls` (https, verified against `mgmt.tls.ca`, or its own certificate when it has no CA):
- * a cluster's nodes are configured alike, so a remote `--node` speaks what the local one does.
+ * `mgmt.tls` (https, verified against `mgmt.tls.ca`, or its own certificate when it has no CA),
+ * else `<dataDir>/mgmt-ca.pem` that the local node writes when its API speaks TLS. A cluster's
+ * nodes are configured alike, so a remote `--node` speaks what the local one does.
  */
 export function nodeTls(options: Pick<NodeOptions, 'config' | 'dataDir' | 'caFile'>, env: NodeJS.ProcessEnv = process.env): NodeTls {
   if (options.caFile) return { tls: true, ca: readCaFile(options.caFile, '--ca-file') }
-  const tls = localConfig(options, env).mgmt.tls
-  if (!tls) return { tls: false }
-  return { tls: true, ca: tls.ca ? readCaFile(tls.ca, 'mgmt.tls.ca') : readCaFile(tls.cert, 'mgmt.tls.cert') }
+  const config = localConfig(options, env)
+  const tls = config.mgmt.tls
+  if (tls) return { tls: true, ca: tls.ca ? readCaFile(tls.ca, 'mgmt.tls.ca') : readCaFile(tls.cert, 'mgmt.tls.cert') }
+  // Run without the node's settings (root on a provisioned host, no --config): what the node
+  // itself left in its data folder at its last start.
+  const ca = readLocalCa(config.dataDir)
+  return ca ? { tls: true, ca } : { tls: false }
 }
 
 /** What a command authenticates with: the cluster secret when given, else the local node's token. */
