@@ -11,7 +11,7 @@ export function knownHosts(hosts: ReadonlyArray<{ address: string; publicKey: st
 }
 
 /**
- * Opens node 1's management API on http://127.0.0.1:18083 through the bastion. The tunnel ends on
+ * Opens node 1's management API on https://127.0.0.1:18083 through the bastion. The tunnel ends on
  * the node itself, so the management port stays closed to everything but the other brokers.
  */
 export function managementTunnelCommand(input: { user: string; bastion: string; node: string }): string {

@@ -126,7 +126,7 @@ export const knownHosts = pulumi
   .apply(([bastionIp, bastionKey, nodeIps, nodeKeys]) =>
     renderKnownHosts([{ address: bastionIp, publicKey: bastionKey }, ...nodeIps.map((address, i) => ({ address, publicKey: nodeKeys[i] }))]),
   )
-/** Opens the management API of node 1 on http://127.0.0.1:18083 through the bastion. */
+/** Opens the management API of node 1 on https://127.0.0.1:18083 through the bastion. */
 export const managementApiCommand = pulumi
   .all([bastion.publicIp, brokers.privateIps[0]])
   .apply(([bastionIp, nodeIp]) => managementTunnelCommand({ user: config.sshUser, bastion: bastionIp, node: nodeIp }))

@@ -94,7 +94,7 @@ export function provisionSettings(input: NodeEnvInput): ConfigTree {
   } else if (seed) {
     Object.assign(settings, { redisRole: 'primary' })
   } else {
-    Object.assign(settings, { redisRole: 'replica', redisHost: input.seedAddress, redisPort: PORTS.redis, redisTls: false })
+    Object.assign(settings, { redisRole: 'replica', redisHost: input.seedAddress, redisPort: PORTS.redis, redisTls: true })
   }
   return settings
 }

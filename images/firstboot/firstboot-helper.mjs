@@ -7,15 +7,17 @@
  * Runs on the instance with the bundled Node.js: node firstboot-helper.mjs <command> [args].
  * Plain JavaScript on purpose: the image has no TypeScript loader.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { networkInterfaces } from 'node:os'
+import { networkInterfaces, tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 const RELEASE = process.env.FLEETMQ_RELEASE_DIR ?? '/opt/fleetmq/current'
 const { renderEnvFile } = await import(join(RELEASE, 'build/broker/config/env.js'))
 const { validateConfig } = await import(join(RELEASE, 'build/broker/config/load.js'))
 const { signRequest, unseal } = await import(join(RELEASE, 'build/broker/cluster/signed-request.js'))
+const { ensureClusterCaCertificate } = await import(join(RELEASE, 'build/broker/cluster/cluster-ca.js'))
+const { mgmtRequest, describeFailure } = await import(join(RELEASE, 'build/broker/mgmt/client.js'))
 const YAML = createRequire(join(RELEASE, 'package.json'))('yaml')
 
 export const MQTT_PORT = 1883
@@ -173,30 +175,36 @@ function env() {
 /**
  * `descriptor --seed HOST:PORT --secret-file F --out DIR`: asks the seed for the cluster
  * descriptor (a request signed with the cluster secret; the answer is sealed for it) and stages the
- * Redis password a replica needs.
+ * Redis password a replica needs. Over https: the seed's management API serves the certificate
+ * provisioning made it of the cluster CA, which this instance derives from the same secret.
  */
 async function descriptor() {
   const seed = arg('seed')
   const secret = readFileSync(arg('secret-file'), 'utf8').trim()
-  const url = `http://${seed}/api/v1/cluster/descriptor`
+  const url = `https://${seed}/api/v1/cluster/descriptor`
+  const caDir = mkdtempSync(join(tmpdir(), 'fleetmq-ca-'))
+  ensureClusterCaCertificate(secret, join(caDir, 'ca.pem'))
+  const ca = readFileSync(join(caDir, 'ca.pem'))
+  rmSync(caDir, { recursive: true, force: true })
   let last = ''
   // The seed may still be booting: keep asking for a while.
   const deadline = Date.now() + Number(process.env.FLEETMQ_JOIN_WAIT_SECONDS ?? 600) * 1000
   while (Date.now() < deadline) {
     try {
       const signed = signRequest(secret, 'GET', '/api/v1/cluster/descriptor')
-      const res = await fetch(url, { headers: { authorization: signed.authorization }, signal: AbortSignal.timeout(5000) })
-      const answer = await res.json().catch(() => ({}))
+      const res = await mgmtRequest(url, { method: 'GET', headers: { authorization: signed.authorization }, ca, timeoutMs: 5000 })
+      const answer = res.body
+      const ok = res.status >= 200 && res.status < 300
       if (res.status === 401 || res.status === 403) fail(`the seed ${seed} refuses the cluster secret (HTTP ${res.status}: ${answer.error ?? ''}); copy it from the seed's /root/fleetmq-credentials`)
-      const body = res.ok && typeof answer.sealed === 'string' ? unseal(secret, signed.nonce, answer.sealed) : {}
-      if (res.ok && body.redis) {
+      const body = ok && typeof answer.sealed === 'string' ? unseal(secret, signed.nonce, answer.sealed) : {}
+      if (ok && body.redis) {
         if (body.redis.password) writePrivate(join(arg('out'), 'redis-password'), `${body.redis.password}\n`)
         process.stdout.write(`${body.name}\n`)
         return
       }
       last = `HTTP ${res.status} ${answer.error ?? ''}`
     } catch (err) {
-      last = err.cause?.code ?? err.message
+      last = describeFailure(err)
     }
     await new Promise((r) => setTimeout(r, 3000))
   }

@@ -24,8 +24,10 @@ import { provisionOver, sudo } from './remote.js'
 const work = mkdtempSync(join(tmpdir(), 'fleetmq-cluster-test-'))
 const CLUSTER = 'fleet'
 const SECRETS = { 'cluster-secret': 'cluster-secret-for-the-cluster-test-0123456789', 'admin-password': 'admin-password-42', 'redis-password': 'redis-password-42' }
+/** redis-cli over TLS (Redis and Sentinel speak nothing else), with the host's certificate and the Redis password. */
+const REDIS_CLI = `REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli --tls --cacert /etc/redis/tls/ca.pem --cert /etc/redis/tls/node.pem --key /etc/redis/tls/node-key.pem`
 /** redis-cli against the local Sentinel, which takes the Redis password (requirepass). */
-const SENTINEL_CLI = `REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli -p 26379`
+const SENTINEL_CLI = `${REDIS_CLI} -h 127.0.0.1 -p 26379`
 const mqttOptions = { username: 'admin', password: SECRETS['admin-password'] }
 let bundle: BuiltBundle
 let network: HostNetwork
@@ -133,7 +135,19 @@ test('three fresh hosts provisioned as pulumi up does form one cluster; messages
     assert.deepEqual(healthOf(await clusterStatus(name)), { n1: 'up', n2: 'up', n3: 'up' }, `${name} sees the whole cluster`)
   }
   // Redis: one primary (the seed), two replicas, three Sentinels that know each other.
-  assert.match(await sudo(on('n2'), `REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli ROLE | head -n 2 | tail -n 1`), new RegExp(hosts[0].address.replace(/\./g, '\\.')))
+  assert.match(await sudo(on('n2'), `${REDIS_CLI} -h 127.0.0.1 ROLE | head -n 2 | tail -n 1`), new RegExp(hosts[0].address.replace(/\./g, '\\.')))
+  // Replication runs over TLS: the primary has both replicas online, and from another host the
+  // primary's and a Sentinel's ports answer TLS with the cluster CA's certificate, never plaintext.
+  const replication = await sudo(on('n1'), `${REDIS_CLI} -h ${hosts[0].address} INFO replication`)
+  assert.match(replication, /^connected_slaves:2\r?$/m, replication)
+  assert.equal(replication.match(/^slave\d+:.*state=online/gm)?.length, 2, replication)
+  for (const port of [6379, 26379]) {
+    assert.doesNotMatch(await sudo(on('n2'), `REDISCLI_AUTH=${SECRETS['redis-password']} timeout 5 redis-cli -h ${hosts[0].address} -p ${port} PING 2>&1 || true`), /PONG|NOAUTH/, `plaintext to n1:${port}`)
+    assert.equal(await sudo(on('n2'), `${REDIS_CLI} -h ${hosts[0].address} -p ${port} PING`), 'PONG', `TLS to n1:${port}`)
+  }
+  assert.match(await sudo(on('n2'), `timeout 5 openssl s_client -connect ${hosts[0].address}:6379 -CAfile /etc/redis/tls/ca.pem -verify_return_error </dev/null 2>&1 | grep -E '^(Verify return code|    Protocol)' || true`), /Verify return code: 0 \(ok\)/)
+  // Node to node management over https: the joined nodes reached the seed, and plain HTTP gets nothing.
+  assert.doesNotMatch(await sudo(on('n2'), `/opt/fleetmq/current/node/bin/node -e 'require("node:http").get("http://${hosts[0].address}:18083/healthz", (r) => console.log(r.statusCode)).on("error", (e) => console.log(e.code))'`), /^200$/)
   await eventually('every Sentinel knows the two others', async () =>
     (await sudo(on('n1'), `${SENTINEL_CLI} SENTINEL sentinels fleetmq | grep -c "^ip$"`)) === '2')
   await crossHost('n1', 'n3', 'fleet/cross-1')

@@ -29,6 +29,9 @@ function plant(root: string): void {
   put('var/log/syslog', 'Nov 26 builder: provisioning\n')
   put('var/lib/cloud/instance/boot-finished', '1\n')
   put('etc/fleetmq/secrets/cluster-secret', 'x'.repeat(40))
+  // The builder's key of the cluster CA's certificate, in the broker's copy and Redis' copy.
+  put('etc/fleetmq/cluster-tls/node-key.pem', '-----BEGIN PRIVATE KEY-----\nfake\n-----END PRIVATE KEY-----\n')
+  put('etc/redis/tls/node-key.pem', '-----BEGIN PRIVATE KEY-----\nfake\n-----END PRIVATE KEY-----\n')
   put('etc/ssh/sshd_config.d/50-cloud-init.conf', 'PasswordAuthentication yes\nPermitRootLogin yes\n')
   appendFileSync(join(root, 'etc/redis/sentinel.conf'), 'sentinel myid 0123456789abcdef0123456789abcdef01234567\n')
   // An image made from a running instance: its first boot's credentials and configure's Redis password.
@@ -59,6 +62,8 @@ test('validate names every piece of per-instance state left in an image, cleanup
     'SSH accepts passwords: PasswordAuthentication is yes',
     'SSH lets root log in: PermitRootLogin is yes (set it to no)',
     'secret left: /etc/fleetmq/secrets/cluster-secret',
+    'secret left: /etc/fleetmq/cluster-tls/node-key.pem',
+    'secret left: /etc/redis/tls/node-key.pem',
     "Sentinel identity left: 'sentinel myid'",
     'credentials left: /root/fleetmq-credentials',
     "Redis password left: 'requirepass' in /etc/redis/redis.conf",

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
-import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { get as httpGet } from 'node:http'
+import { get as httpsGet } from 'node:https'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { tmpdir } from 'node:os'
@@ -7,6 +9,7 @@ import { basename, join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { Client as SshClient } from 'ssh2'
 import { connect as tcpConnect } from 'node:net'
+import { ensureClusterCaCertificate } from '../../broker/cluster/cluster-ca.js'
 import { renderNodeEnv } from '../../infra/node-env.js'
 import { buildBundle, type BuiltBundle } from '../../scripts/bundle.js'
 import { connectSsh, ProvisionError, type ProvisionPhase } from '../../scripts/lib/remote-provision.js'
@@ -30,6 +33,8 @@ let ssh: SshClient
 
 const log = (line: string) => process.stderr.write(`# ${line}\n`)
 const runLocal = promisify(execFile)
+/** redis-cli over TLS with the host's certificate of the cluster CA, and the Redis password. */
+const REDIS_CLI = `REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli --tls --cacert /etc/redis/tls/ca.pem --cert /etc/redis/tls/node.pem --key /etc/redis/tls/node-key.pem`
 
 before(async () => {
   bundle = await buildBundle({ arch: 'x64', outDir: join(work, 'dist'), log: () => {} })
@@ -65,7 +70,7 @@ async function serviceStates(): Promise<string> {
 
 async function configFiles(): Promise<string> {
   // The admin user is the cluster's, in Redis.
-  return sudo(`sha256sum /etc/fleetmq/fleetmq.env /etc/fleetmq/fleetmq.yaml /etc/fleetmq/secrets/* /etc/systemd/system/fleetmq.service /etc/sysctl.d/60-fleetmq.conf; REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli HGET fleetmq:solo:users admin | sha256sum; readlink /opt/fleetmq/current; ls /opt/fleetmq`)
+  return sudo(`sha256sum /etc/fleetmq/fleetmq.env /etc/fleetmq/fleetmq.yaml /etc/fleetmq/secrets/* /etc/systemd/system/fleetmq.service /etc/sysctl.d/60-fleetmq.conf /etc/fleetmq/cluster-tls/* /etc/redis/tls/*; ${REDIS_CLI} HGET fleetmq:solo:users admin | sha256sum; readlink /opt/fleetmq/current; ls /opt/fleetmq`)
 }
 
 const mqttOptions = { username: 'admin', password: SECRETS['admin-password'] }
@@ -91,9 +96,12 @@ test('install, configure and join provision a fresh host over SSH; it serves MQT
   assert.match(output, /node solo is ready/)
   assert.match(output, /cluster "solo": 1 nodes up \(solo\)/)
 
-  // The management API answers from outside the host, as the other brokers reach it.
-  const ready = await fetch(`http://${host.address}:18083/readyz`)
-  assert.equal(ready.status, 200)
+  // The management API answers from outside the host over https, as the other brokers reach it:
+  // its certificate is of the CA every holder of the cluster secret derives.
+  const caFile = join(work, 'cluster-ca.pem')
+  ensureClusterCaCertificate(SECRETS['cluster-secret'], caFile)
+  assert.equal(await httpsStatus(`https://${host.address}:18083/readyz`, readFileSync(caFile)), 200)
+  assert.doesNotMatch(await httpsStatus(`http://${host.address}:18083/readyz`).then(String, (err: Error) => err.message), /^200$/, 'no plain HTTP')
   await pubSub('provision/first')
   // The listener requires PROXY protocol (behind the NLB): a bare MQTT connection gets no CONNACK.
   assert.equal(await bareConnect(), 'closed without CONNACK')
@@ -111,14 +119,31 @@ test('install, configure and join provision a fresh host over SSH; it serves MQT
   assert.doesNotMatch(brokerEnv, /^FLEETMQ_PROVISION__/m, 'the broker never sees the provisioning keys')
   assert.equal(await sudo('stat -c "%a %U:%G" /etc/fleetmq/secrets/cluster-secret /etc/fleetmq/fleetmq.env'), '640 root:fleetmq\n640 root:fleetmq')
   assert.equal(await sudo('ls /var/tmp/fleetmq-stage/secrets | wc -l'), '0', 'no secret stays in the stage')
-  // Redis: this host holds the primary, with a password, watched by its Sentinel.
-  assert.match(await sudo(`REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli ROLE | head -n 1`), /^master$/)
-  assert.match(await sudo(`REDISCLI_AUTH=${SECRETS['redis-password']} redis-cli -p 26379 SENTINEL get-master-addr-by-name fleetmq | head -n 1`), new RegExp(`^${host.address.replace(/\./g, '\\.')}$`))
-  assert.match(await sudo('redis-cli PING 2>&1 || true'), /NOAUTH/, 'Redis refuses clients without the password')
+  // Redis: this host holds the primary, with a password, watched by its Sentinel, all over TLS.
+  assert.match(await sudo(`${REDIS_CLI} -h 127.0.0.1 ROLE | head -n 1`), /^master$/)
+  assert.match(await sudo(`${REDIS_CLI} -h 127.0.0.1 -p 26379 SENTINEL get-master-addr-by-name fleetmq | head -n 1`), new RegExp(`^${host.address.replace(/\./g, '\\.')}$`))
+  const tlsOnly = '--tls --cacert /etc/redis/tls/ca.pem'
+  assert.match(await sudo(`redis-cli ${tlsOnly} -h 127.0.0.1 PING 2>&1 || true`), /NOAUTH/, 'Redis refuses clients without the password')
   // The Sentinel listens on every interface: without the password it takes no command at all.
-  assert.match(await sudo(`redis-cli -h ${host.address} -p 26379 SENTINEL get-master-addr-by-name fleetmq 2>&1 || true`), /NOAUTH/, 'Sentinel refuses clients without the password')
+  assert.match(await sudo(`redis-cli ${tlsOnly} -h ${host.address} -p 26379 SENTINEL get-master-addr-by-name fleetmq 2>&1 || true`), /NOAUTH/, 'Sentinel refuses clients without the password')
+  // Nothing answers in plaintext, on loopback either.
+  for (const target of [`-h 127.0.0.1 -p 6379`, `-h ${host.address} -p 6379`, `-h ${host.address} -p 26379`]) {
+    assert.doesNotMatch(await sudo(`REDISCLI_AUTH=${SECRETS['redis-password']} timeout 5 redis-cli ${target} PING 2>&1 || true`), /PONG|NOAUTH/, `plaintext ${target}`)
+  }
+  assert.match(brokerEnv, /^FLEETMQ_CLUSTER__REDIS__TLS__CA_FILE='\/etc\/fleetmq\/cluster-tls\/ca\.pem'$/m, 'the broker verifies Redis and the Sentinels')
+  assert.match(brokerEnv, /^FLEETMQ_MGMT__TLS__CERT='\/etc\/fleetmq\/cluster-tls\/node\.pem'$/m)
+  assert.equal(await sudo('stat -c "%a %U:%G" /etc/fleetmq/cluster-tls/node-key.pem /etc/redis/tls/node-key.pem'), '640 root:fleetmq\n640 redis:redis')
   assert.match(brokerEnv, /^FLEETMQ_CLUSTER__REDIS__SENTINEL_PASSWORD_FILE='\/etc\/fleetmq\/secrets\/redis-password'$/m, 'the broker authenticates to the Sentinels')
 })
+
+/** The status of a GET; https verified against `ca`. */
+function httpsStatus(url: string, ca?: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsGet : httpGet)(url, { ca, timeout: 10_000 }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+    req.on('timeout', () => req.destroy(new Error('timed out')))
+    req.on('error', reject)
+  })
+}
 
 /** A plain TCP MQTT 3.1.1 CONNECT, without the PROXY header the listener requires. */
 async function bareConnect(): Promise<string> {

@@ -153,9 +153,12 @@ test('the credentials file is root-only (0600) and the serial console says where
   const { password, secret } = parseCredentials((await vm1.ssh('sudo cat /root/fleetmq-credentials')).stdout)
   assert.ok(!console.includes(password), 'the admin password is on the serial console')
   assert.ok(!console.includes(secret), 'the cluster secret is on the serial console')
-  // Before first boot only SSH listened (the build checks that); now Redis wants a password.
-  const redis = await vm1.ssh('redis-cli -h 127.0.0.1 GET anything', { allowFailure: true })
+  // Before first boot only SSH listened (the build checks that); now Redis speaks TLS only, with
+  // the instance's certificate of the cluster CA, and wants a password.
+  const redis = await vm1.ssh('sudo redis-cli --tls --cacert /etc/redis/tls/ca.pem -h 127.0.0.1 GET anything', { allowFailure: true })
   assert.match(`${redis.stdout}${redis.stderr}`, /NOAUTH/)
+  const plaintext = await vm1.ssh('timeout 5 redis-cli -h 127.0.0.1 GET anything', { allowFailure: true })
+  assert.doesNotMatch(`${plaintext.stdout}${plaintext.stderr}`, /NOAUTH|^\(nil\)/m, 'no plaintext Redis')
 })
 
 test('a second instance of the same image shares no host key, password, secret or certificate', { timeout: BOOT_DEADLINE_MS + 60_000 }, async () => {

@@ -29,6 +29,13 @@ readonly REDIS_SECRET_LINES='^[[:space:]]*(requirepass|masterauth|sentinel[[:spa
 readonly SENTINEL_MASTER=fleetmq
 readonly REDIS_PORT=6379
 readonly SENTINEL_PORT=26379
+# The cluster's TLS (docs/security.md): this host's key and its certificate of the cluster CA,
+# made by configure (`fleetmq cluster certificate`), in one copy for the broker and one for Redis.
+readonly CLUSTER_TLS_DIR=/etc/fleetmq/cluster-tls
+readonly REDIS_TLS_DIR=/etc/redis/tls
+# redis-cli over TLS (Redis and Sentinel speak nothing else): the server verified against the
+# cluster CA, this host's certificate as the client's.
+readonly REDIS_CLI_TLS=(--tls --cacert "$REDIS_TLS_DIR/ca.pem" --cert "$REDIS_TLS_DIR/node.pem" --key "$REDIS_TLS_DIR/node-key.pem")
 # cleanup on a running system records the boot and the moment it finished here, in /run (a tmpfs:
 # never in the image). validate --live reads it.
 readonly LIVE_CLEANUP_DIR=/run/fleetmq-provision
@@ -181,29 +188,35 @@ wait_for() {
 # The bundled Node.js runs small checks: minbase hosts have no curl.
 node_bin() { printf '%s\n' "$OPT_DIR/current/node/bin/node"; }
 
-# http_ok URL: whether a GET of URL answers 2xx. node:http, not fetch: fetch loads undici first,
-# which on a slow first boot (QEMU without KVM) took most of a short timeout before any request.
-# The 15 s cover one request only (the timer starts after Node has loaded); callers bound the
-# whole wait with their own deadline, and `timeout` ends a Node that hangs anyway.
+# http_ok URL [CA_FILE]: whether a GET of URL answers 2xx (an https URL verified against CA_FILE).
+# node:http(s), not fetch: fetch loads undici first, which on a slow first boot (QEMU without KVM)
+# took most of a short timeout before any request. The 15 s cover one request only (the timer
+# starts after Node has loaded); callers bound the whole wait with their own deadline, and
+# `timeout` ends a Node that hangs anyway.
 readonly HTTP_OK_TIMEOUT_MS=15000
 http_ok() {
   timeout $((HTTP_OK_TIMEOUT_MS / 1000 + 5)) "$(node_bin)" -e '
-    const request = require("node:http").get(process.argv[1], (response) => {
+    const [url, timeoutMs, caFile] = process.argv.slice(1);
+    const secure = url.startsWith("https:");
+    const options = secure && caFile ? { ca: require("node:fs").readFileSync(caFile) } : {};
+    const request = require(secure ? "node:https" : "node:http").get(url, options, (response) => {
       response.resume();
       process.exit(response.statusCode >= 200 && response.statusCode < 300 ? 0 : 1);
     });
-    request.setTimeout(Number(process.argv[2]), () => request.destroy(new Error("timed out")));
+    request.setTimeout(Number(timeoutMs), () => request.destroy(new Error("timed out")));
     request.on("error", () => process.exit(1));
-  ' "$1" "$HTTP_OK_TIMEOUT_MS"
+  ' "$1" "$HTTP_OK_TIMEOUT_MS" "${2:-}"
 }
 
-# The management API as seen from this host (a wildcard bind is reached on loopback).
+# The management API as seen from this host (a wildcard bind is reached on loopback): https when
+# the broker serves it with mgmt.tls (configure sets it up with the cluster's certificates).
 mgmt_url() {
-  local host port
+  local host port scheme=http
   host=$(broker_setting FLEETMQ_MGMT__HOST 127.0.0.1)
   port=$(broker_setting FLEETMQ_MGMT__PORT 18083)
+  [ -z "$(broker_setting FLEETMQ_MGMT__TLS__CERT '')" ] || scheme=https
   case "$host" in 0.0.0.0 | '::' | '[::]') host=127.0.0.1 ;; esac
-  printf 'http://%s:%s\n' "$host" "$port"
+  printf '%s://%s:%s\n' "$scheme" "$host" "$port"
 }
 
 # broker_ready_within SECONDS: until /readyz answers 200 (listeners bound, broker accepting).
@@ -216,7 +229,7 @@ broker_ready_within() {
     url="$(mgmt_url)/readyz"
   fi
   while :; do
-    if systemctl is-active --quiet fleetmq.service && { [ -z "$url" ] || http_ok "$url"; }; then
+    if systemctl is-active --quiet fleetmq.service && { [ -z "$url" ] || http_ok "$url" "$(broker_setting FLEETMQ_MGMT__TLS__CA '')"; }; then
       return 0
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
@@ -284,15 +297,16 @@ own_address() {
   printf '%s\n' "$address"
 }
 
-# sentinel_cli HOST ARGS...: redis-cli against the Sentinel on HOST, with the Redis password the
+
+# sentinel_cli HOST ARGS...: redis-cli over TLS against the Sentinel on HOST, with the Redis password the
 # Sentinels require (requirepass), from the installed secret; at most 5 s.
 sentinel_cli() {
   local host=$1
   shift
   if [ -s "$SECRETS_TARGET/redis-password" ]; then
-    REDISCLI_AUTH=$(cat "$SECRETS_TARGET/redis-password") timeout 5 redis-cli -h "$host" -p "$SENTINEL_PORT" "$@"
+    REDISCLI_AUTH=$(cat "$SECRETS_TARGET/redis-password") timeout 5 redis-cli "${REDIS_CLI_TLS[@]}" -h "$host" -p "$SENTINEL_PORT" "$@"
   else
-    timeout 5 redis-cli -h "$host" -p "$SENTINEL_PORT" "$@"
+    timeout 5 redis-cli "${REDIS_CLI_TLS[@]}" -h "$host" -p "$SENTINEL_PORT" "$@"
   fi
 }
 
@@ -303,12 +317,8 @@ sentinel_primary() {
   if [[ "$answer" =~ ^[0-9a-fA-F.:]+$ ]]; then printf '%s\n' "$answer"; fi
 }
 
-# The management API address for `fleetmq cluster ... --node`.
-mgmt_node() {
-  local url
-  url=$(mgmt_url)
-  printf '%s\n' "${url#http://}"
-}
+# The management API address for `fleetmq cluster ... --node` (a URL: the CLI takes the scheme).
+mgmt_node() { mgmt_url; }
 
 # --- bundles -----------------------------------------------------------------------------------
 

@@ -87,6 +87,8 @@ clean_logs() {
 clean_fleetmq_state() {
   local R=$TARGET_ROOT
   rm -f "$R$SECRETS_TARGET"/* "$R$ETC_DIR"/tls/* 2>/dev/null || true
+  # The host's key and certificate of the cluster CA: configure issues each instance its own.
+  rm -f "$R$CLUSTER_TLS_DIR"/* "$R$REDIS_TLS_DIR"/* 2>/dev/null || true
   # What first boot wrote for the operator: the admin password and the cluster secret.
   rm -f "$R$CREDENTIALS_FILE" "$R"/root/.fleetmq-credentials.*
   rm -rf "$R/var/tmp/fleetmq-stage/secrets" "$R/var/tmp/fleetmq-stage/node.env"

@@ -11,6 +11,48 @@ sentinel_password_line() {
   printf "FLEETMQ_CLUSTER__REDIS__SENTINEL_PASSWORD_FILE='%s/redis-password'\n" "$SECRETS_TARGET"
 }
 
+colocated_redis() { case "$FLEETMQ_PROVISION__REDIS_ROLE" in primary | replica) return 0 ;; *) return 1 ;; esac; }
+
+# The cluster's TLS for the broker, unless the env file names its own: the management API over
+# https (other nodes and the CLI verify it against the cluster CA), and the CA of the colocated
+# Redis and Sentinels for a node told to use them.
+cluster_tls_lines() {
+  if [ -z "${FLEETMQ_MGMT__TLS__CERT:-}" ]; then
+    printf "FLEETMQ_MGMT__TLS__CERT='%s/node.pem'\nFLEETMQ_MGMT__TLS__KEY='%s/node-key.pem'\nFLEETMQ_MGMT__TLS__CA='%s/ca.pem'\n" \
+      "$CLUSTER_TLS_DIR" "$CLUSTER_TLS_DIR" "$CLUSTER_TLS_DIR"
+  fi
+  colocated_redis || return 0
+  [ -n "${FLEETMQ_CLUSTER__REDIS__SENTINELS:-}" ] || return 0
+  [ -z "${FLEETMQ_CLUSTER__REDIS__TLS__CA_FILE:-}" ] || return 0
+  printf "FLEETMQ_CLUSTER__REDIS__TLS__CA_FILE='%s/ca.pem'\n" "$CLUSTER_TLS_DIR"
+}
+
+# This host's key and its certificate of the cluster CA (broker/cluster/cluster-ca.ts). The CA is
+# derived from the cluster secret, which every node of every provisioning path holds, so no CA key
+# or certificate travels; the key is made here and never leaves the host. One copy for the broker,
+# one for Redis and Sentinel. Returns 0 when a file changed.
+configure_cluster_tls() {
+  local secret="$SECRETS_TARGET/cluster-secret" work="$STATE_DIR/cluster-tls" name own changed=1
+  [ -s "$secret" ] ||
+    die "the cluster's TLS needs the cluster secret (stage it as secrets/cluster-secret): its CA is derived from it"
+  own=$(own_address)
+  ensure_dir "$STATE_DIR" 0700 root:root
+  "$OPT_DIR/current/bin/fleetmq" cluster certificate --cluster-secret-file "$secret" --dir "$work" \
+    --name "$FLEETMQ_PROVISION__NODE_NAME" --address "$own" --address 127.0.0.1 --address localhost >/dev/null
+  ensure_dir "$CLUSTER_TLS_DIR" 0750 "root:$FLEETMQ_USER"
+  for name in ca.pem node.pem node-key.pem; do
+    if write_file "$CLUSTER_TLS_DIR/$name" 0640 "root:$FLEETMQ_USER" <"$work/$name"; then changed=0; fi
+  done
+  if colocated_redis; then
+    ensure_dir "$REDIS_TLS_DIR" 0750 redis:redis
+    for name in ca.pem node.pem node-key.pem; do
+      if write_file "$REDIS_TLS_DIR/$name" 0640 redis:redis <"$work/$name"; then changed=0; fi
+    done
+  fi
+  [ "$changed" -eq 1 ] || log "issued this host's certificate of the cluster CA for $own"
+  return "$changed"
+}
+
 # /etc/fleetmq/fleetmq.env: the broker's keys only (its schema is strict, so the provisioning keys
 # never reach it), checked by the broker before it replaces the installed file: a bad env file
 # fails here, naming every wrong key, and the running node keeps its settings and keeps running.
@@ -22,6 +64,7 @@ install_broker_env() {
     printf '# Written by fleetmq-provision configure from %s; the FLEETMQ_PROVISION__* keys stay out.\n' "$(basename "$ENV_FILE")"
     if [ "${#BROKER_ENV_LINES[@]}" -gt 0 ]; then printf '%s\n' "${BROKER_ENV_LINES[@]}"; fi
     sentinel_password_line
+    cluster_tls_lines
   } >"$candidate"
   chmod 0640 "$candidate"
   chown "root:$FLEETMQ_USER" "$candidate"
@@ -88,7 +131,16 @@ render_redis_conf() {
 # rewrite this file on failover; provisioning writes it again only when this node's inputs change.
 bind * -::*
 protected-mode yes
-port $REDIS_PORT
+# TLS only, replication included, with this host's certificate of the cluster CA: nothing local
+# needs plaintext (the brokers and provisioning's redis-cli speak TLS). Clients authenticate
+# with the password; a certificate, when they send one, must be the cluster CA's.
+port 0
+tls-port $REDIS_PORT
+tls-cert-file $REDIS_TLS_DIR/node.pem
+tls-key-file $REDIS_TLS_DIR/node-key.pem
+tls-ca-cert-file $REDIS_TLS_DIR/ca.pem
+tls-auth-clients optional
+tls-replication yes
 daemonize no
 supervised systemd
 pidfile /run/redis/redis-server.pid
@@ -118,7 +170,14 @@ render_sentinel_conf() {
 # provisioning writes it again only when this node's inputs change.
 bind * -::*
 protected-mode no
-port $SENTINEL_PORT
+# TLS only, to its clients and the other Sentinels, and to the Redis it monitors (tls-replication).
+port 0
+tls-port $SENTINEL_PORT
+tls-cert-file $REDIS_TLS_DIR/node.pem
+tls-key-file $REDIS_TLS_DIR/node-key.pem
+tls-ca-cert-file $REDIS_TLS_DIR/ca.pem
+tls-auth-clients optional
+tls-replication yes
 # Clients (the brokers, redis-cli) and the other Sentinels authenticate with the Redis password: a
 # Sentinel reachable on every interface must not take orders (FAILOVER, SET, RESET) from anyone.
 requirepass $password
@@ -139,7 +198,7 @@ CONF
 }
 
 redis_answers() {
-  [ "$(REDISCLI_AUTH="$1" timeout 3 redis-cli -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ]
+  [ "$(REDISCLI_AUTH="$1" timeout 3 redis-cli "${REDIS_CLI_TLS[@]}" -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ]
 }
 
 sentinel_answers() {
@@ -164,8 +223,10 @@ configure_redis() {
   own=$(own_address)
   redis_conf=$(render_redis_conf "$password")
   sentinel_conf=$(render_sentinel_conf "$password")
-  # What this node was told: its role, the seed, its own address and the password.
-  local inputs="$role ${FLEETMQ_PROVISION__SEED:-} $own"
+  # What this node was told: its role, the seed, its own address and the password; and its
+  # certificate, which both read at start only.
+  local inputs
+  inputs="$role ${FLEETMQ_PROVISION__SEED:-} $own $(cat "$REDIS_TLS_DIR/node.pem" "$REDIS_TLS_DIR/ca.pem" | sha256sum)"
   if stamp_changed redis-server "$inputs $redis_conf" || [ ! -f /etc/redis/redis.conf ]; then
     if [ "$role" = primary ]; then primary=$own; else primary=$(current_primary); fi
     log "Redis $role on $own (primary $primary)"
@@ -220,6 +281,8 @@ phase_configure() {
   fi
   step "secrets"
   if install_secrets; then restart=1; fi
+  step "cluster TLS"
+  if configure_cluster_tls; then restart=1; fi
   step "Redis (${FLEETMQ_PROVISION__REDIS_ROLE})"
   configure_redis
   step "users"

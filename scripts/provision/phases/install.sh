@@ -2,7 +2,8 @@
 # install: everything a FleetMQ host needs before it has a configuration. Build-time safe (an image
 # builder runs it in a chroot): nothing here starts a service or depends on this host's identity.
 
-readonly REDIS_PACKAGES=(redis-server redis-sentinel)
+# openssl: configure issues the host's certificate of the cluster CA with it.
+readonly REDIS_PACKAGES=(redis-server redis-sentinel openssl)
 
 package_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -19,7 +20,7 @@ install_redis_packages() {
     package_installed "$pkg" || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -eq 0 ]; then
-    log "Redis packages present: ${REDIS_PACKAGES[*]}"
+    log "packages present: ${REDIS_PACKAGES[*]}"
     return
   fi
   has_route_out || die "${missing[*]} not installed and this host has no route out to fetch them; install them in the image (apt-get install ${missing[*]})"

@@ -129,7 +129,7 @@ check_live_logs() {
 
 check_secrets() {
   local R=$TARGET_ROOT file
-  for file in "$R$SECRETS_TARGET"/* "$R$ETC_DIR"/tls/* "$R"/var/tmp/fleetmq-stage/secrets/*; do
+  for file in "$R$SECRETS_TARGET"/* "$R$ETC_DIR"/tls/* "$R$CLUSTER_TLS_DIR"/* "$R$REDIS_TLS_DIR"/* "$R"/var/tmp/fleetmq-stage/secrets/*; do
     [ -e "$file" ] && finding "secret left: ${file#"$R"}"
   done
   [ -e "$R$CREDENTIALS_FILE" ] && finding "credentials left: $CREDENTIALS_FILE (first boot writes each instance's own)"
