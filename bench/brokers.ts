@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Endpoint } from './wire.js'
+import { ensureNodeCertificate } from '../broker/cluster/cluster-ca.js'
 
 /*
  * Broker setups the bench compares. A setup starts fresh processes pinned to the broker's core
@@ -198,9 +199,10 @@ interface Launched {
  * lifted; `clusterArgs` joins it to a cluster. The node's data folder is `dir`, which the caller
  * removes.
  */
-async function launchFleetmqNode(name: string, cpus: string, dir: string, clusterArgs: readonly string[] = []): Promise<Launched> {
+async function launchFleetmqNode(name: string, cpus: string, dir: string, clusterArgs: readonly string[] = [], clusterEnv: NodeJS.ProcessEnv = {}): Promise<Launched> {
   const port = await freePort()
   const env = {
+    ...clusterEnv,
     // The listener is given here rather than with --mqtt so that its connectRate can be lifted:
     // 10,000 connections in a few seconds is the point of the memory scenario.
     FLEETMQ_LISTENERS: JSON.stringify([{ type: 'mqtt', host: '127.0.0.1', port, connectRate: 0, maxConnections: 0 }]),
@@ -233,30 +235,42 @@ export const fleetmqSetup: BrokerSetup = {
  * written to disk anyway, and clean sessions store nothing), all three pinned to the broker
  * cores: publishers connect to node A, subscribers to node B, so every message crosses nodes.
  */
-export const fleetmqClusterSetup: BrokerSetup = {
-  id: 'fleetmq-cluster',
-  label: 'FleetMQ cluster',
-  start: (cpus) => startAll('fleetmq-bench-cluster-', async (dir, started) => {
-    const redisPort = await freePort()
-    const redisDir = join(dir, 'redis')
-    mkdirSync(redisDir)
-    const redis = await startProcess('redis-server', cpus, REDIS_SERVER, [
-      '--port', String(redisPort), '--bind', '127.0.0.1', '--daemonize', 'no', '--dir', redisDir,
-      '--save', '', '--appendonly', 'no', '--logfile', join(redisDir, 'redis.log'),
-    ], redisPort)
-    started.push(redis)
-    const secret = join(dir, 'cluster.secret')
-    writeFileSync(secret, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 })
-    const clusterArgs = ['--redis', `redis://127.0.0.1:${redisPort}`, '--cluster-secret-file', secret]
-    const a = await launchFleetmqNode('fleetmq node A', cpus, join(dir, 'node-a'), clusterArgs)
-    started.push(a.child)
-    const b = await launchFleetmqNode('fleetmq node B', cpus, join(dir, 'node-b'), clusterArgs)
-    started.push(b.child)
-    return { publish: [a.endpoint], subscribe: [b.endpoint], memory: [redis, b.child] }
-  }),
+function clusterSetup(tls: boolean): BrokerSetup {
+  return {
+    id: tls ? 'fleetmq-cluster-tls' : 'fleetmq-cluster',
+    label: tls ? 'FleetMQ cluster, Redis over TLS' : 'FleetMQ cluster',
+    start: (cpus) => startAll('fleetmq-bench-cluster-', async (dir, started) => {
+      const redisPort = await freePort()
+      const redisDir = join(dir, 'redis')
+      mkdirSync(redisDir)
+      const secret = join(dir, 'cluster.secret')
+      writeFileSync(secret, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 })
+      // With TLS: Redis as provisioning runs it (TLS only, the cluster CA), the nodes verifying it.
+      const certs = tls ? ensureNodeCertificate({ secret: readFileSync(secret, 'utf8').trim(), dir: join(dir, 'tls'), name: 'bench', names: ['127.0.0.1'] }) : undefined
+      const listen = certs
+        ? ['--port', '0', '--tls-port', String(redisPort), '--tls-cert-file', certs.cert, '--tls-key-file', certs.key, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'optional']
+        : ['--port', String(redisPort)]
+      const redis = await startProcess('redis-server', cpus, REDIS_SERVER, [
+        ...listen, '--bind', '127.0.0.1', '--daemonize', 'no', '--dir', redisDir,
+        '--save', '', '--appendonly', 'no', '--logfile', join(redisDir, 'redis.log'),
+      ], redisPort)
+      started.push(redis)
+      const clusterArgs = ['--redis', `${certs ? 'rediss' : 'redis'}://127.0.0.1:${redisPort}`, '--cluster-secret-file', secret]
+      const clusterEnv = certs ? { FLEETMQ_CLUSTER__REDIS__TLS__CA_FILE: certs.ca } : {}
+      const a = await launchFleetmqNode('fleetmq node A', cpus, join(dir, 'node-a'), clusterArgs, clusterEnv)
+      started.push(a.child)
+      const b = await launchFleetmqNode('fleetmq node B', cpus, join(dir, 'node-b'), clusterArgs, clusterEnv)
+      started.push(b.child)
+      return { publish: [a.endpoint], subscribe: [b.endpoint], memory: [redis, b.child] }
+    }),
+  }
 }
 
-export const BROKER_SETUPS: readonly BrokerSetup[] = [mosquittoSetup, fleetmqSetup, fleetmqClusterSetup]
+export const fleetmqClusterSetup: BrokerSetup = clusterSetup(false)
+/** The same cluster with Redis over TLS, to measure what TLS costs the cross-node path. */
+export const fleetmqClusterTlsSetup: BrokerSetup = clusterSetup(true)
+
+export const BROKER_SETUPS: readonly BrokerSetup[] = [mosquittoSetup, fleetmqSetup, fleetmqClusterSetup, fleetmqClusterTlsSetup]
 
 /** Resident memory of `pid`, bytes (VmRSS in /proc/PID/status). */
 export function rssBytes(pid: number): number {
