@@ -1,5 +1,6 @@
 import type { Command } from 'commander'
 import { FleetmqError } from '../errors.js'
+import { describeFailure, mgmtBaseUrl, mgmtRequest, nodeTlsFor, type MgmtAnswer } from '../mgmt/client.js'
 import { readLocalToken } from '../mgmt/local-token.js'
 import { resolveConfig } from './user-store.js'
 
@@ -18,21 +19,23 @@ export interface ApiOptions {
   dataDir?: string
   envFile?: string
   apiKeyFile?: string
+  caFile?: string
   json?: boolean
 }
 
 /** --node, --config, --data-dir, --api-key-file and --json, for every API command. */
 export function withApiOptions(command: Command): Command {
   return command
-    .option('--node <host:port>', 'management API of any node of the cluster', DEFAULT_NODE)
+    .option('--node <host:port>', 'management API of any node of the cluster, HOST:PORT or https://HOST:PORT', DEFAULT_NODE)
     .option('-c, --config <file>', 'config file of the local node, to find its management token (FLEETMQ_CONFIG)')
     .option('--data-dir <dir>', 'data folder of the local node, holding its management token mgmt.token (default /var/lib/fleetmq)')
     .option('--env-file <file>', 'the local node\'s FLEETMQ_* environment file (provisioned hosts: /etc/fleetmq/fleetmq.env)')
     .option('--api-key-file <file>', 'a file holding an API key (fleetmq apikey add); FLEETMQ_API_KEY works too')
+    .option('--ca-file <file>', 'CA certificate to verify the node\'s https management API with (default: mgmt.tls.ca, or the CA the local node left in its data folder)')
     .option('--json', 'print the result as JSON')
 }
 
-async function credential(options: ApiOptions, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+async function credential(options: ApiOptions, env: NodeJS.ProcessEnv, dataDir: string): Promise<string | undefined> {
   if (options.apiKeyFile) {
     const { readFileSync } = await import('node:fs')
     try {
@@ -42,31 +45,34 @@ async function credential(options: ApiOptions, env: NodeJS.ProcessEnv): Promise<
     }
   }
   if (env.FLEETMQ_API_KEY) return env.FLEETMQ_API_KEY.trim()
-  return readLocalToken(resolveConfig({ config: options.config, dataDir: options.dataDir, envFile: options.envFile }, env).dataDir)
+  return readLocalToken(dataDir)
 }
 
 /** Calls `method path` on the node; resolves with the JSON answer, throws the API's error message. */
 export async function callApi<T = Record<string, unknown>>(options: ApiOptions, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, env: NodeJS.ProcessEnv = process.env): Promise<T> {
-  const token = await credential(options, env)
-  const url = `http://${options.node}${path}`
-  let res: Response
+  const config = resolveConfig({ config: options.config, dataDir: options.dataDir, envFile: options.envFile }, env)
+  const token = await credential(options, env, config.dataDir)
+  // https when the node's API speaks TLS (mgmt.tls), verified against the cluster CA.
+  const tls = nodeTlsFor(config, options.caFile)
+  const url = `${mgmtBaseUrl(options.node, tls.tls)}${path}`
+  let res: MgmtAnswer
   try {
-    res = await fetch(url, {
+    res = await mgmtRequest(url, {
       method,
       headers: {
         ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}),
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
       },
       body: body !== undefined ? JSON.stringify(body) : undefined,
-      signal: AbortSignal.timeout(15_000),
+      ca: tls.ca,
+      timeoutMs: 15_000,
     })
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name
-    throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${cause}); is fleetmq running there? give its address with --node HOST:PORT`)
+    throw new FleetmqError('MGMT_REQUEST', `cannot reach the node's management API at ${url} (${describeFailure(err)}); is fleetmq running there? give its address with --node HOST:PORT`)
   }
   if (res.status === 204) return {} as T
-  const answer = (await res.json().catch(() => ({}))) as Record<string, unknown>
-  if (!res.ok) {
+  const answer = res.body
+  if (res.status < 200 || res.status >= 300) {
     const message = typeof answer.message === 'string' ? answer.message : typeof answer.error === 'string' ? answer.error : `the node answered ${res.status}`
     const hint = res.status === 401 && token === undefined ? ' (no management token found: run on the node\'s host with its --data-dir, or give --api-key-file)' : ''
     throw new FleetmqError('MGMT_REQUEST', `${message}${hint}`)

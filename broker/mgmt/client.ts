@@ -1,7 +1,9 @@
 import http from 'node:http'
 import https from 'node:https'
 import { readFileSync } from 'node:fs'
+import type { Config } from '../config/schema.js'
 import { FleetmqError } from '../errors.js'
+import { readLocalCa } from './local-token.js'
 
 /*
  * The client side of the management API, for node-to-node calls (a joining node fetching the
@@ -14,7 +16,7 @@ import { FleetmqError } from '../errors.js'
 export const MGMT_PORT = 18083
 
 export interface MgmtRequest {
-  readonly method: 'GET' | 'POST'
+  readonly method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'
   readonly headers?: Record<string, string>
   readonly body?: string
   /** PEM CA for https:// (default: the system's CAs). */
@@ -86,4 +88,25 @@ export function describeFailure(err: unknown): string {
   }
   if (code === 'EPROTO' || /wrong version number|packet length too long/i.test((err as Error).message ?? '')) return `${code}: TLS and plain HTTP mixed up (https:// to a plain API or the reverse)`
   return String(code)
+}
+
+/** How a command reaches a node's API: https with the CA to verify it by, or plain http. */
+export interface NodeTls {
+  readonly tls: boolean
+  readonly ca?: Buffer
+}
+
+/**
+ * https or http for a command on a node's host: `--ca-file` means https verified against it; else
+ * the local node's `mgmt.tls` (verified against `mgmt.tls.ca`, or its own certificate when it has
+ * no CA); else `<dataDir>/mgmt-ca.pem`, which the local node writes when its API speaks TLS (root
+ * on a provisioned host runs commands without the node's settings). A cluster's nodes are
+ * configured alike, so a remote `--node` speaks what the local one does.
+ */
+export function nodeTlsFor(config: Config, caFile?: string): NodeTls {
+  if (caFile) return { tls: true, ca: readCaFile(caFile, '--ca-file') }
+  const tls = config.mgmt.tls
+  if (tls) return { tls: true, ca: tls.ca ? readCaFile(tls.ca, 'mgmt.tls.ca') : readCaFile(tls.cert, 'mgmt.tls.cert') }
+  const ca = readLocalCa(config.dataDir)
+  return ca ? { tls: true, ca } : { tls: false }
 }

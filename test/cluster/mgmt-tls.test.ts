@@ -89,6 +89,9 @@ test('a node joins its seed over https, verified against the cluster CA, onto Re
   // its CA beside its management token.
   const bare = await runCli(['cluster', 'status', '--node', localMgmt, '--data-dir', local.dir, '--json'])
   assert.equal(bare.code, 0, bare.stdout + bare.stderr)
+  // The commands that mirror the API do the same.
+  const clients = await runCli(['clients', 'list', '--node', localMgmt, '--data-dir', local.dir, '--json'])
+  assert.equal(clients.code, 0, clients.stdout + clients.stderr)
 })
 
 test('the management API answers no plain HTTP, and a certificate of another CA is refused', async () => {

@@ -7,9 +7,9 @@ import { FleetmqError } from '../../errors.js'
 import { printData } from '../output.js'
 import { loadConfig } from '../../config/load.js'
 import type { Config } from '../../config/schema.js'
-import { describeFailure, mgmtBaseUrl, mgmtRequest, readCaFile } from '../../mgmt/client.js'
+import { describeFailure, mgmtBaseUrl, mgmtRequest, nodeTlsFor, type NodeTls } from '../../mgmt/client.js'
 import type { ConfigTree } from '../../config/env.js'
-import { readLocalCa, readLocalToken } from '../../mgmt/local-token.js'
+import { readLocalToken } from '../../mgmt/local-token.js'
 import { signRequest } from '../../cluster/signed-request.js'
 
 /*
@@ -39,12 +39,6 @@ interface NodeOptions {
 interface Answer {
   status: number
   body: Record<string, unknown>
-}
-
-/** How the CLI reaches a node's API: https with the CA to verify it by, or plain http. */
-export interface NodeTls {
-  readonly tls: boolean
-  readonly ca?: Buffer
 }
 
 /**
@@ -93,21 +87,9 @@ export function localDataDir(options: Pick<NodeOptions, 'config' | 'dataDir'>, e
   return localConfig(options, env).dataDir
 }
 
-/**
- * https or http to the node: `--ca-file` means https verified against it; else the local node's
- * `mgmt.tls` (https, verified against `mgmt.tls.ca`, or its own certificate when it has no CA),
- * else `<dataDir>/mgmt-ca.pem` that the local node writes when its API speaks TLS. A cluster's
- * nodes are configured alike, so a remote `--node` speaks what the local one does.
- */
+/** https or http to the node (see nodeTlsFor). */
 export function nodeTls(options: Pick<NodeOptions, 'config' | 'dataDir' | 'caFile'>, env: NodeJS.ProcessEnv = process.env): NodeTls {
-  if (options.caFile) return { tls: true, ca: readCaFile(options.caFile, '--ca-file') }
-  const config = localConfig(options, env)
-  const tls = config.mgmt.tls
-  if (tls) return { tls: true, ca: tls.ca ? readCaFile(tls.ca, 'mgmt.tls.ca') : readCaFile(tls.cert, 'mgmt.tls.cert') }
-  // Run without the node's settings (root on a provisioned host, no --config): what the node
-  // itself left in its data folder at its last start.
-  const ca = readLocalCa(config.dataDir)
-  return ca ? { tls: true, ca } : { tls: false }
+  return nodeTlsFor(localConfig(options, env), options.caFile)
 }
 
 /** What a command authenticates with: the cluster secret when given, else the local node's token. */
