@@ -17,6 +17,7 @@ export const ERRORS = {
   MGMT_REQUEST: 'the management API refused the request',
   MGMT_TOKEN: 'the local management token cannot be written',
   RULE_INVALID: 'a rule cannot be compiled',
+  DEPENDENCY_VERSION: 'an installed dependency is not the version the broker is written for',
 } as const
 
 export type ErrorCode = keyof typeof ERRORS

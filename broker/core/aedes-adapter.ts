@@ -3,6 +3,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import type { Aedes, AedesPublishPacket, Client } from 'aedes'
 import mqttPacket, { type Packet } from 'mqtt-packet'
+import { FleetmqError } from '../errors.js'
 
 /*
  * The one seam between FleetMQ and the private parts of aedes, of mqtt-packet (the codec aedes
@@ -50,8 +51,9 @@ export function checkPinnedVersions(): void {
     .map((name) => ({ name, installed: installedVersion(name), pinned: PINNED_VERSIONS[name] }))
     .filter(({ installed, pinned }) => installed !== pinned)
   if (wrong.length > 0) {
-    throw new Error(`FLEETMQ_ERR_DEPENDENCY_VERSION: ${wrong.map((w) => `${w.name} ${w.installed} is installed, the broker is written for ${w.pinned}`).join('; ')}. ` +
-      'Install the pinned versions (npm ci), or review broker/core/aedes-adapter.ts and its test for the new ones.')
+    throw new FleetmqError('DEPENDENCY_VERSION',
+      `${wrong.map((w) => `${w.name} ${w.installed} is installed, the broker is written for ${w.pinned}`).join('; ')}: ` +
+      'install the pinned versions (npm ci), or review broker/core/aedes-adapter.ts and its test for the new ones')
   }
 }
 
