@@ -147,7 +147,7 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
     const parts = pathname.split('/')
     let route: Route | undefined
     let params: Record<string, string> | undefined
-    let pathKnown = false
+    const allowed: string[] = []
     for (const candidate of routes) {
       const matched = matchPath(candidate, parts)
       if (matched === null) {
@@ -156,7 +156,7 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
         return
       }
       if (matched === undefined) continue
-      pathKnown = true
+      allowed.push(candidate.route.method)
       if (candidate.route.method === req.method) {
         route = candidate.route
         params = matched
@@ -164,7 +164,9 @@ export async function startMgmtServer(options: MgmtOptions): Promise<MgmtServer>
       }
     }
     if (!route) {
-      send(res, pathKnown ? errorResult(405, 'METHOD_NOT_ALLOWED', `method ${req.method} not allowed on ${pathname}`) : errorResult(404, 'NOT_FOUND', `no such endpoint ${pathname}`))
+      // [RFC 9110 §15.5.6] a 405 names the methods the resource has.
+      if (allowed.length > 0) res.setHeader('allow', [...new Set(allowed)].join(', '))
+      send(res, allowed.length > 0 ? errorResult(405, 'METHOD_NOT_ALLOWED', `method ${req.method} not allowed on ${pathname} (it takes ${[...new Set(allowed)].join(', ')})`) : errorResult(404, 'NOT_FOUND', `no such endpoint ${pathname}`))
       req.resume()
       return
     }

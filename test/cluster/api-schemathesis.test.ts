@@ -11,8 +11,9 @@ import { clusterOnRedis, connect, tokenOf } from './nodes.js'
  * installed by `npm run setup` into .cache/schemathesis) generates requests for every operation
  * from the document served by a clustered node — valid ones and, for each constraint, invalid
  * ones — and fails the test on any 5xx, a status code or content type the document does not list,
- * a body that does not match the response schema, or invalid input accepted. The node must still
- * be up afterwards and have logged no error.
+ * a body that does not match the response schema, invalid input accepted, an operation that
+ * answers without credentials (ignored_auth), or a method the document does not define answered
+ * other than 405. The node must still be up afterwards and have logged no error.
  *
  * Bounded: SCHEMATHESIS_EXAMPLES (default 8) cases per operation and phase: 25–50 s on a 2-core
  * machine with a load average of 11–14, over 100 s when two QEMU guests load it to 18.
@@ -62,7 +63,7 @@ test('Schemathesis finds no server error, no undocumented answer and no accepted
     '--max-examples', EXAMPLES,
     '--seed', SEED,
     '--phases', 'examples,coverage,fuzzing',
-    '--checks', 'not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection',
+    '--checks', 'not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,unsupported_method',
     '--workers', '2',
     '--generation-database', 'none',
     '--output-truncate', 'true',
