@@ -336,6 +336,45 @@ function runOutbound(taps: readonly OutboundTap[], position: number, client: Cli
   return taps[position](client, packet, (next) => runOutbound(taps, position + 1, client, next, stream, opts))
 }
 
+/*
+ * [MQTT-3.2.0-1] "The first packet sent to the Client from the Server MUST be CONNACK" (5.0: or
+ * AUTH). aedes restores a resumed session's subscriptions before it writes the CONNACK
+ * (handlers/connect.js restoreSubs, then storeWill's Redis round trips, then doConnack), and a
+ * message routed to the client meanwhile was written at once, ahead of the CONNACK. MQTT.js then
+ * keeps that PUBLISH until its PUBACK is sent, queues the PUBACK until it is connected, and reads
+ * the CONNACK only after the PUBLISH: no CONNACK within its connectTimeout, attempt after attempt
+ * while messages flow (a subscriber took 4–23 s to come back on a surviving node). Whatever is
+ * written before the CONNACK waits here, in order, and follows it in the same write; a connection
+ * refused with its CONNACK closes, and what waited goes with it (a QoS 1/2 message stays in the
+ * session's store).
+ */
+const BEFORE_CONNACK = Symbol('fleetmq.beforeConnack')
+interface HeldPacket { readonly packet: Packet; readonly opts: object | undefined }
+/** Packets held until the CONNACK, or `true` once it is written. */
+type OrderedStream = ClientStream & { [BEFORE_CONNACK]?: HeldPacket[] | true }
+
+function connackFirst(client: Client, packet: Packet, stream: OrderedStream, opts: object | undefined): boolean {
+  const held = stream[BEFORE_CONNACK]
+  if (held === true || packet.cmd === 'auth') return tapAndWrite(client, packet, stream, opts)
+  if (packet.cmd !== 'connack') {
+    if (held === undefined) stream[BEFORE_CONNACK] = [{ packet, opts }]
+    else held.push({ packet, opts })
+    return true
+  }
+  stream[BEFORE_CONNACK] = true
+  let result = tapAndWrite(client, packet, stream, opts)
+  if (held !== undefined) for (const waiting of held) result = tapAndWrite(client, waiting.packet, stream, waiting.opts) && result
+  return result
+}
+
+function tapAndWrite(client: Client, packet: Packet, stream: ClientStream, opts: object | undefined): boolean {
+  coalesce(stream)
+  const entry = outboundByCmd.get(packet.cmd)
+  const taps = entry === undefined ? undefined : client.version === 5 ? entry.mqtt5 : entry.any
+  if (taps === undefined || taps.length === 0) return writePacket(packet, stream, opts)
+  return runOutbound(taps, 0, client, packet, stream, opts)
+}
+
 /** The parser's 'packet' listener: one function for every connection (`this` is the parser). */
 function onParsedPacket(this: { client?: Client; settings: { protocolVersion?: number } }, packet: Packet): void {
   const client = this.client
@@ -364,11 +403,7 @@ function install(): void {
   }, (write) => function tappedWrite(packet, stream: ClientStream, opts) {
     const client = stream.client
     if (client === undefined) return write(packet, stream, opts)
-    coalesce(stream)
-    const entry = outboundByCmd.get(packet.cmd)
-    const taps = entry === undefined ? undefined : client.version === 5 ? entry.mqtt5 : entry.any
-    if (taps === undefined || taps.length === 0) return writePacket(packet, stream, opts)
-    return runOutbound(taps, 0, client, packet, stream, opts)
+    return connackFirst(client, packet, stream as OrderedStream, opts)
   })
   originalWrite = original.writeToStream
   // mqtt-packet builds its table of packet-id buffers (65,536 small Buffers, ≈ 6 MiB) on its first
