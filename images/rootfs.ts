@@ -17,7 +17,7 @@ export const SUITE = 'bookworm'
 /** What the image runs: a cloud VM (kernel, GRUB, cloud-init, sshd) plus Redis and Sentinel. */
 export const IMAGE_PACKAGES = Object.freeze([
   'systemd-sysv', 'udev', 'dbus', 'linux-image-cloud-amd64', 'openssh-server', 'iproute2', 'ifupdown',
-  'isc-dhcp-client', 'sudo', 'cloud-init', 'redis-server', 'redis-sentinel', 'ca-certificates', 'netbase',
+  'isc-dhcp-client', 'sudo', 'cloud-init', 'redis-server', 'redis-sentinel', 'nftables', 'ca-certificates', 'netbase',
   'openssl', 'grub-pc-bin', 'e2fsprogs',
   // cloud-init's growpart needs it: a marketplace disk is larger than the image, the root grows to fill it.
   'cloud-guest-utils',

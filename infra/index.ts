@@ -100,6 +100,7 @@ new Provisioning(`${name}-provision`, {
   provisionDir: config.provisionDir,
   redis: elasticache ? { kind: 'elasticache', host: elasticache.primaryEndpoint, port: elasticache.port } : { kind: 'colocated' },
   wss: config.wss,
+  loadBalancerCidrs: network.publicSubnetCidrs,
   secrets: { clusterSecret: secrets.clusterSecret, adminPassword: secrets.adminPassword, redisPassword: secrets.redisPassword },
 })
 

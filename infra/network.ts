@@ -41,6 +41,8 @@ export class Network extends pulumi.ComponentResource {
   readonly cidrBlock: string
   readonly availabilityZones: readonly string[]
   readonly publicSubnetIds: pulumi.Output<string>[]
+  /** The public subnets' CIDRs: the NLB connects to the brokers from addresses in these. */
+  readonly publicSubnetCidrs: readonly string[]
   readonly privateSubnetIds: pulumi.Output<string>[]
 
   constructor(name: string, args: NetworkArgs, opts: pulumi.ComponentResourceOptions = {}) {
@@ -50,6 +52,7 @@ export class Network extends pulumi.ComponentResource {
     this.cidrBlock = args.cidrBlock ?? VPC_CIDR
     this.availabilityZones = zones
     const cidrs = subnetCidrs(zones.length)
+    this.publicSubnetCidrs = Object.freeze([...cidrs.public])
 
     const vpc = new aws.ec2.Vpc(
       `${name}-vpc`,

@@ -43,6 +43,16 @@ export interface NodeEnvInput {
   seedAddress: string
   redis: NodeRedis
   wss: boolean
+  /**
+   * The cluster's members (addresses or CIDRs): the node's host firewall admits the management API,
+   * Redis and Sentinel from these only (the seed is added on a joining node).
+   */
+  peers: readonly string[]
+  /**
+   * Who may reach the plaintext MQTT and WebSocket listeners (PROXY v2 required): the load
+   * balancer's subnets. The host firewall keeps them closed to every other address.
+   */
+  plaintextFrom: readonly string[]
 }
 
 /**
@@ -88,6 +98,8 @@ export function provisionSettings(input: NodeEnvInput): ConfigTree {
     seed: `${input.seedAddress}:${PORTS.mgmt}`,
     nodeName: input.nodeName,
     advertiseAddress: input.advertiseAddress,
+    peers: [...input.peers],
+    plaintextFrom: [...input.plaintextFrom],
   }
   if (input.redis.kind === 'elasticache') {
     Object.assign(settings, { redisRole: 'external', redisHost: input.redis.host, redisPort: input.redis.port, redisTls: true })

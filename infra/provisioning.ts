@@ -17,6 +17,11 @@ export interface ProvisioningArgs {
   provisionDir: string
   redis: { kind: 'colocated' } | { kind: 'elasticache'; host: pulumi.Input<string>; port: number }
   wss: boolean
+  /**
+   * Where the NLB connects from (its subnets): each node's host firewall admits the plaintext
+   * MQTT/WebSocket listeners (PROXY v2) from these only, as the brokers' security group does.
+   */
+  loadBalancerCidrs: readonly string[]
   secrets: { clusterSecret: pulumi.Input<string>; adminPassword: pulumi.Input<string>; redisPassword: pulumi.Input<string> }
 }
 
@@ -58,6 +63,7 @@ export class Provisioning extends pulumi.ComponentResource {
         ? pulumi.all([args.redis.host, args.redis.port]).apply(([host, port]): NodeRedis => ({ kind: 'elasticache', host, port }))
         : pulumi.output<NodeRedis>({ kind: 'colocated' })
     const seed = args.nodes[0]
+    const peers = pulumi.all(args.nodes.map((n) => n.privateIp))
 
     let seedConfigured: command.remote.Command | undefined
     let previousUpgrade: command.remote.Command | undefined
@@ -98,8 +104,13 @@ export class Provisioning extends pulumi.ComponentResource {
           child([stage]),
         ),
       ]
-      const nodeEnv = pulumi.all([node.privateIp, seed.privateIp, redis]).apply(([advertiseAddress, seedAddress, nodeRedis]) =>
-        renderNodeEnv({ clusterName: args.clusterName, nodeNumber: node.index + 1, nodeName: node.name, advertiseAddress, seedAddress, redis: nodeRedis, wss: args.wss }),
+      // Every node's host firewall admits management, Redis and Sentinel from the brokers only, as
+      // the brokers' security group does: the cluster's members are its peers.
+      const nodeEnv = pulumi.all([node.privateIp, seed.privateIp, redis, peers]).apply(([advertiseAddress, seedAddress, nodeRedis, peerAddresses]) =>
+        renderNodeEnv({
+          clusterName: args.clusterName, nodeNumber: node.index + 1, nodeName: node.name, advertiseAddress, seedAddress, redis: nodeRedis, wss: args.wss,
+          peers: peerAddresses, plaintextFrom: args.loadBalancerCidrs,
+        }),
       )
       uploads.push(run('node-env', writeFileCommand(NODE_ENV_PATH), [stage], { stdin: nodeEnv }))
       const secretFiles: Array<[string, string, pulumi.Input<string>]> = [

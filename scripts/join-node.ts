@@ -43,6 +43,21 @@ export interface JoinNodeOptions {
   name?: string
   redis: 'replica' | 'external'
   connectTimeout: string
+  /** Comma-separated addresses or CIDRs of the cluster's members (the new host's firewall admits them). */
+  peers?: string
+  /** Comma-separated CIDRs the load balancer connects from (the plaintext listener is closed to others). */
+  plaintextFrom?: string
+}
+
+/** `a,b c` → ['a', 'b', 'c']; each an IPv4/IPv6 address or CIDR, else a UsageError naming the flag. */
+export function parseNetworks(flag: string, value: string | undefined): string[] {
+  const items = (value ?? '').split(/[\s,]+/).filter(Boolean)
+  for (const item of items) {
+    if (!/^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)(\/\d{1,3})?$/.test(item)) {
+      throw new UsageError(`${flag} ${item}: expected IP addresses or CIDRs separated by commas, e.g. 10.0.32.0/19,10.0.64.0/19`)
+    }
+  }
+  return items
 }
 
 export class UsageError extends Error {}
@@ -139,6 +154,7 @@ export async function joinNode(options: JoinNodeOptions, print: Print = (line) =
     const envText = renderNodeEnv({
       clusterName: options.clusterName, nodeNumber: 2, nodeName, advertiseAddress: target.host, seedAddress: seed.host,
       redis: options.redis === 'external' ? { kind: 'elasticache', host: seed.host, port: 6379 } : { kind: 'colocated' }, wss: false,
+      peers: parseNetworks('--peers', options.peers), plaintextFrom: parseNetworks('--plaintext-from', options.plaintextFrom),
     })
     if (options.leave) {
       await step(print, 'upload scripts/provision', () => uploadStage(client, { provisionDir: join(REPO_ROOT, 'scripts/provision'), envText }, (line) => print(`    ${line}`)))
@@ -189,6 +205,8 @@ export function buildProgram(): Command {
     .option('--name <node>', 'the node name (default node-<address>)')
     .addOption(new Option('--redis <role>', 'Redis on the new host: a co-located replica and Sentinel, or none (a managed Redis)').choices(['replica', 'external']).default('replica'))
     .option('--connect-timeout <seconds>', 'SSH connection timeout', '20')
+    .option('--peers <list>', 'addresses or CIDRs of the cluster\'s members, comma-separated: the new host\'s firewall admits management, Redis and Sentinel from these (and the seed) only')
+    .option('--plaintext-from <list>', 'CIDRs the load balancer connects from: the new host\'s firewall admits MQTT on 1883 (PROXY v2) from these only')
     .action(async (options: JoinNodeOptions) => {
       await joinNode(options)
     })

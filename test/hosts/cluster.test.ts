@@ -66,7 +66,12 @@ const on = (name: string) => ssh.get(name)!
 
 function nodeEnv(index: number): string {
   const self = hosts[index - 1]
-  return renderNodeEnv({ clusterName: CLUSTER, nodeNumber: index, nodeName: self.name, advertiseAddress: self.address, seedAddress: hosts[0].address, redis: { kind: 'colocated' }, wss: false })
+  // The hosts' network is the cluster's (as the private subnets are on AWS); the test side stands in
+  // for the load balancer.
+  return renderNodeEnv({
+    clusterName: CLUSTER, nodeNumber: index, nodeName: self.name, advertiseAddress: self.address, seedAddress: hosts[0].address, redis: { kind: 'colocated' }, wss: false,
+    peers: [`${network.prefix}.0/24`], plaintextFrom: [network.testAddress],
+  })
 }
 
 interface Status { cluster: string; nodes: { id: string; health: string; self: boolean }[] }
@@ -120,6 +125,7 @@ const joinArgs = (target: Host, extra: string[] = []): string[] => [
   '--host', `${HOST_USER}@${target.address}`, '--seed', hosts[0].address, '--identity', key.file, '--host-key', target.hostKeyFingerprint,
   '--bundle', bundle.file, '--cluster-name', CLUSTER, '--name', target.name,
   '--cluster-secret-file', secretFiles['cluster-secret'], '--redis-password-file', secretFiles['redis-password'], '--admin-password-file', secretFiles['admin-password'],
+  '--peers', `${network.prefix}.0/24`, '--plaintext-from', network.testAddress,
   ...extra,
 ]
 

@@ -13,7 +13,7 @@ import { ensureClusterCaCertificate } from '../../broker/cluster/cluster-ca.js'
 import { renderNodeEnv } from '../../infra/node-env.js'
 import { buildBundle, type BuiltBundle } from '../../scripts/bundle.js'
 import { connectSsh, ProvisionError, type ProvisionPhase } from '../../scripts/lib/remote-provision.js'
-import { bootHost, createNetwork, createTestKey, HOST_USER, type Host, type HostNetwork, type TestKey } from '../helpers/hosts.js'
+import { addProbe, bootHost, createNetwork, createTestKey, HOST_USER, type Host, type HostNetwork, type TestKey } from '../helpers/hosts.js'
 import { connectProxied } from './proxied-mqtt.js'
 import { provisionOver, sudo as sudoOn } from './remote.js'
 
@@ -54,6 +54,9 @@ after(async () => {
 function nodeEnv(): string {
   return renderNodeEnv({
     clusterName: 'solo', nodeNumber: 1, nodeName: 'solo', advertiseAddress: host.address, seedAddress: host.address, redis: { kind: 'colocated' }, wss: false,
+    // The test side stands in for the other brokers and for the load balancer; the probe (another
+    // address on the same network) is neither.
+    peers: [network.testAddress], plaintextFrom: [network.testAddress],
   })
 }
 
@@ -124,7 +127,7 @@ test('install, configure and join provision a fresh host over SSH; it serves MQT
   assert.match(await sudo(`${REDIS_CLI} -h 127.0.0.1 -p 26379 SENTINEL get-master-addr-by-name fleetmq | head -n 1`), new RegExp(`^${host.address.replace(/\./g, '\\.')}$`))
   const tlsOnly = '--tls --cacert /etc/redis/tls/ca.pem'
   assert.match(await sudo(`redis-cli ${tlsOnly} -h 127.0.0.1 PING 2>&1 || true`), /NOAUTH/, 'Redis refuses clients without the password')
-  // The Sentinel listens on every interface: without the password it takes no command at all.
+  // The Sentinel listens on the node's address for the other members: without the password it takes no command at all.
   assert.match(await sudo(`redis-cli ${tlsOnly} -h ${host.address} -p 26379 SENTINEL get-master-addr-by-name fleetmq 2>&1 || true`), /NOAUTH/, 'Sentinel refuses clients without the password')
   // Nothing answers in plaintext, on loopback either.
   for (const target of [`-h 127.0.0.1 -p 6379`, `-h ${host.address} -p 6379`, `-h ${host.address} -p 26379`]) {
@@ -133,6 +136,7 @@ test('install, configure and join provision a fresh host over SSH; it serves MQT
   assert.match(brokerEnv, /^FLEETMQ_CLUSTER__REDIS__TLS__CA_FILE='\/etc\/fleetmq\/cluster-tls\/ca\.pem'$/m, 'the broker verifies Redis and the Sentinels')
   assert.match(brokerEnv, /^FLEETMQ_MGMT__TLS__CERT='\/etc\/fleetmq\/cluster-tls\/node\.pem'$/m)
   assert.equal(await sudo('stat -c "%a %U:%G" /etc/fleetmq/cluster-tls/node-key.pem /etc/redis/tls/node-key.pem'), '640 root:fleetmq\n640 redis:redis')
+  assert.equal(await sudo('grep -h "^protected-mode" /etc/redis/redis.conf /etc/redis/sentinel.conf'), 'protected-mode yes\nprotected-mode yes')
   assert.match(brokerEnv, /^FLEETMQ_CLUSTER__REDIS__SENTINEL_PASSWORD_FILE='\/etc\/fleetmq\/secrets\/redis-password'$/m, 'the broker authenticates to the Sentinels')
 })
 
@@ -144,6 +148,29 @@ function httpsStatus(url: string, ca?: Buffer): Promise<number> {
     req.on('error', reject)
   })
 }
+
+test('the host firewall denies by default: a non-member address reaches SSH only; the members reach management, Redis and Sentinel, the load balancer MQTT', { timeout: 120_000 }, async () => {
+  const ruleset = await sudo('nft list ruleset')
+  assert.match(ruleset, /hook input priority filter; policy drop;/)
+  assert.equal(await sudo('systemctl is-enabled nftables.service'), 'enabled', 'the rules come back after a reboot')
+  assert.match(await sudo('cat /etc/nftables.conf'), /^include "\/etc\/fleetmq\/firewall\.nft"$/m)
+  const probe = await addProbe(network, 60)
+  try {
+    // Reachable at all (SSH), so the closed ports below are the firewall's doing, not the network's.
+    assert.equal(await probe.canConnect(host.address, 22), true, 'SSH is open to everyone')
+    for (const port of [18083, 6379, 26379, 1883]) {
+      assert.equal(await probe.canConnect(host.address, port), false, `port ${port} is closed to an address that is neither a member nor the load balancer`)
+    }
+  } finally {
+    await probe.close()
+  }
+  // The member (the test side) reaches Redis, which asks it for the password; and the management API.
+  const caFile = join(work, 'cluster-ca.pem')
+  ensureClusterCaCertificate(SECRETS['cluster-secret'], caFile)
+  const redis = await runLocal('redis-cli', ['--tls', '--cacert', caFile, '-h', host.address, '-p', '6379', 'PING']).catch((err: { stdout?: string; stderr?: string }) => err)
+  assert.match(`${redis.stdout ?? ''}${redis.stderr ?? ''}`, /NOAUTH/)
+  assert.equal(await httpsStatus(`https://${host.address}:18083/readyz`, readFileSync(caFile)), 200)
+})
 
 /** A plain TCP MQTT 3.1.1 CONNECT, without the PROXY header the listener requires. */
 async function bareConnect(): Promise<string> {

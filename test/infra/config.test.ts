@@ -225,6 +225,8 @@ describe('helpers', () => {
       seedAddress: '10.0.32.5',
       redis: { kind: 'colocated' },
       wss: false,
+      peers: ['10.0.32.5', '10.0.64.5'],
+      plaintextFrom: ['10.0.0.0/24', '10.0.1.0/24'],
     })
     const env = Object.fromEntries(text.split('\n').filter((l) => l.startsWith('FLEETMQ_')).map((l) => {
       const [, key, value] = /^([A-Z0-9_]+)='(.*)'$/.exec(l) ?? []
@@ -235,6 +237,9 @@ describe('helpers', () => {
     assert.equal(env.FLEETMQ_PROVISION__REDIS_ROLE, 'replica')
     assert.equal(env.FLEETMQ_PROVISION__REDIS_HOST, '10.0.32.5')
     assert.equal(env.FLEETMQ_PROVISION__NODE_NAME, 'fleetmq-node-2')
+    // The host firewall's openings: cluster ports to the brokers, the PROXY v2 listener to the NLB's subnets.
+    assert.equal(env.FLEETMQ_PROVISION__PEERS, '["10.0.32.5","10.0.64.5"]')
+    assert.equal(env.FLEETMQ_PROVISION__PLAINTEXT_FROM, '["10.0.0.0/24","10.0.1.0/24"]')
     const settings = configFromEnv(env) as Record<string, any>
     assert.deepEqual(settings.listeners, [{ type: 'mqtt', port: 1883, proxyProtocol: 'required' }])
     // Below the NLB's 350 s idle timeout: 5.0 clients asking for Keep Alive 0 get 300 s.
@@ -249,7 +254,7 @@ describe('helpers', () => {
   })
 
   test('node 1 carries the Redis backend: the local Sentinel, or ElastiCache over TLS; passwords as files', () => {
-    const seed = { clusterName: 'c', nodeNumber: 1, nodeName: 'n-1', advertiseAddress: '10.0.32.5', seedAddress: '10.0.32.5', wss: false }
+    const seed = { clusterName: 'c', nodeNumber: 1, nodeName: 'n-1', advertiseAddress: '10.0.32.5', seedAddress: '10.0.32.5', wss: false, peers: ['10.0.32.5'], plaintextFrom: ['10.0.0.0/24'] }
     const redisOf = (text: string) => (configFromEnv(Object.fromEntries(text.split('\n').filter((l) => l.startsWith('FLEETMQ_')).map((l) => {
       const [, key, value] = /^([A-Z0-9_]+)='(.*)'$/.exec(l) ?? []
       return [key, value]

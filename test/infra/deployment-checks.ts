@@ -347,6 +347,10 @@ export function checkDeployment(run: ProgramRun, expected: Expected): void {
       assert.equal(settings.provision.seed, `${seedIp}:18083`)
       assert.equal(settings.provision.nodeName, node.name)
       assert.equal(settings.provision.advertiseAddress, (run.outputs.nodePrivateAddresses as string[])[i])
+      // The host firewall says what the security groups say: management, Redis and Sentinel from
+      // the brokers, the PROXY v2 listener from the NLB's (public) subnets.
+      assert.deepEqual(settings.provision.peers, run.outputs.nodePrivateAddresses)
+      assert.deepEqual(settings.provision.plaintextFrom, ofType(run, 'aws:ec2/subnet:Subnet').filter((s) => s.inputs.tags?.Tier === 'public').map((s) => s.inputs.cidrBlock))
       const redisRole = expected.redis === 'elasticache' ? 'external' : i === 0 ? 'primary' : 'replica'
       assert.equal(settings.provision.redisRole, redisRole)
 

@@ -1,6 +1,9 @@
 # shellcheck shell=bash
-# configure: this node's settings from the env file, its secrets, its Redis role; then starts the
-# services. A service restarts only when something it reads changed.
+# configure: this node's settings from the env file, its secrets, its Redis role, its firewall;
+# then starts the services. A service restarts only when something it reads changed.
+
+# shellcheck source=../lib/firewall.sh
+source "$PROVISION_DIR/lib/firewall.sh"
 
 # The colocated Sentinels require the Redis password (render_sentinel_conf): a node told to use
 # Sentinels gets their password file unless its env file already names one.
@@ -124,12 +127,20 @@ current_primary() {
 # A quarter of the host's memory (1 GiB on a t3.medium, beside the broker's cluster.maxMemory).
 redis_maxmemory_bytes() { awk '/^MemTotal:/ { printf "%d\n", $2 * 1024 / 4 }' /proc/meminfo; }
 
+# The addresses Redis and Sentinel listen on: loopback only on a standalone node (nothing else needs
+# them, and a port that is not open cannot be attacked); the node's own address too once it is in a
+# cluster (FLEETMQ_PROVISION__PEERS, or a join), where the firewall admits the members only.
+redis_bind_line() {
+  local own=$1
+  if [ -n "$own" ]; then printf 'bind 127.0.0.1 -::1 %s\n' "$own"; else printf 'bind 127.0.0.1 -::1\n'; fi
+}
+
 render_redis_conf() {
-  local password=$1
+  local password=$1 own=$2
   cat <<CONF
 # Written by fleetmq-provision configure (Redis role: $FLEETMQ_PROVISION__REDIS_ROLE). Redis and Sentinel
 # rewrite this file on failover; provisioning writes it again only when this node's inputs change.
-bind * -::*
+$(redis_bind_line "$own")
 protected-mode yes
 # TLS only, replication included, with this host's certificate of the cluster CA: nothing local
 # needs plaintext (the brokers and provisioning's redis-cli speak TLS). Clients authenticate
@@ -164,12 +175,12 @@ CONF
 }
 
 render_sentinel_conf() {
-  local password=$1
+  local password=$1 own=$2
   cat <<CONF
 # Written by fleetmq-provision configure. Sentinel rewrites this file as it learns the cluster;
 # provisioning writes it again only when this node's inputs change.
-bind * -::*
-protected-mode no
+$(redis_bind_line "$own")
+protected-mode yes
 # TLS only, to its clients and the other Sentinels, and to the Redis it monitors (tls-replication).
 port 0
 tls-port $SENTINEL_PORT
@@ -179,7 +190,7 @@ tls-ca-cert-file $REDIS_TLS_DIR/ca.pem
 tls-auth-clients optional
 tls-replication yes
 # Clients (the brokers, redis-cli) and the other Sentinels authenticate with the Redis password: a
-# Sentinel reachable on every interface must not take orders (FAILOVER, SET, RESET) from anyone.
+# Sentinel reachable by the other members must not take orders (FAILOVER, SET, RESET) from anyone.
 requirepass $password
 sentinel sentinel-pass $password
 daemonize no
@@ -218,11 +229,13 @@ configure_redis() {
   fi
   [ -s "$SECRETS_TARGET/redis-password" ] ||
     die "Redis role $role needs the secret redis-password (stage it as secrets/redis-password): a colocated Redis is never left without a password"
-  local password own primary redis_conf sentinel_conf restart_redis=0 restart_sentinel=0
+  local password own="" primary redis_conf sentinel_conf restart_redis=0 restart_sentinel=0
   password=$(redis_password)
-  own=$(own_address)
-  redis_conf=$(render_redis_conf "$password")
-  sentinel_conf=$(render_sentinel_conf "$password")
+  # A standalone primary is its own primary at 127.0.0.1: Redis and Sentinel listen on loopback only.
+  if node_clustered; then own=$(own_address); fi
+  redis_conf=$(render_redis_conf "$password" "$own")
+  sentinel_conf=$(render_sentinel_conf "$password" "$own")
+  own=${own:-127.0.0.1}
   # What this node was told: its role, the seed, its own address and the password; and its
   # certificate, which both read at start only.
   local inputs
@@ -283,6 +296,8 @@ phase_configure() {
   if install_secrets; then restart=1; fi
   step "cluster TLS"
   if configure_cluster_tls; then restart=1; fi
+  step "firewall"
+  configure_firewall
   step "Redis (${FLEETMQ_PROVISION__REDIS_ROLE})"
   configure_redis
   step "users"

@@ -2,8 +2,9 @@
 # install: everything a FleetMQ host needs before it has a configuration. Build-time safe (an image
 # builder runs it in a chroot): nothing here starts a service or depends on this host's identity.
 
-# openssl: configure issues the host's certificate of the cluster CA with it.
-readonly REDIS_PACKAGES=(redis-server redis-sentinel openssl)
+# Redis and Sentinel (co-located); openssl (configure issues the host's certificate of the
+# cluster CA with it); nftables (the host firewall configure installs).
+readonly HOST_PACKAGES=(redis-server redis-sentinel openssl nftables)
 
 package_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
@@ -13,14 +14,14 @@ has_route_out() {
   [ -n "$(ip route show default 2>/dev/null || true)" ] || [ -n "$(ip -6 route show default 2>/dev/null || true)" ]
 }
 
-install_redis_packages() {
+install_host_packages() {
   local -a missing=()
   local pkg
-  for pkg in "${REDIS_PACKAGES[@]}"; do
+  for pkg in "${HOST_PACKAGES[@]}"; do
     package_installed "$pkg" || missing+=("$pkg")
   done
   if [ "${#missing[@]}" -eq 0 ]; then
-    log "packages present: ${REDIS_PACKAGES[*]}"
+    log "packages present: ${HOST_PACKAGES[*]}"
     return
   fi
   has_route_out || die "${missing[*]} not installed and this host has no route out to fetch them; install them in the image (apt-get install ${missing[*]})"
@@ -132,8 +133,8 @@ apply_sysctl() {
 phase_install() {
   require_root
   require_option "--bundle FILE (a bundle from npm run bundle)" "$BUNDLE_FILE"
-  step "Redis packages"
-  install_redis_packages
+  step "Redis and nftables packages"
+  install_host_packages
   step "user and folders"
   ensure_user
   ensure_folders
