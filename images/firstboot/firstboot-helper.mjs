@@ -39,6 +39,14 @@ const OPTIONS = {
   node_name: (v) => (typeof v === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(v)) || 'must be letters, digits, _ . - (at most 64)',
   provisioning: (v) => v === 'external'
     || "must be 'external': another tool (FleetMQ's Pulumi program, scripts/join-node) provisions this instance, and first boot leaves it alone",
+  cluster_peers: (v) => (Array.isArray(v) && v.length > 0 && v.every(isNetwork))
+    || 'must be a list of the addresses or CIDRs of the cluster\'s instances (e.g. [10.0.1.0/24]): they, and only they, reach management, Redis and Sentinel',
+  mqtt_plaintext: (v) => typeof v === 'boolean' || 'must be true or false (plaintext MQTT on 1883, off by default: passwords would cross the network in clear)',
+}
+
+/** An IPv4 or IPv6 address, or a CIDR: what the host firewall admits (scripts/provision/lib/firewall.sh). */
+function isNetwork(v) {
+  return typeof v === 'string' && /^(\d{1,3}(\.\d{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*)(\/\d{1,3})?$/.test(v)
 }
 
 function fail(message) {
@@ -97,6 +105,8 @@ function userdata() {
     `UD_TLS=${section.tls_cert ? 1 : 0}`,
     `UD_CLUSTER_SECRET=${section.cluster_secret ? 1 : 0}`,
     `UD_PROVISIONING=${shellQuote(section.provisioning ?? '')}`,
+    `UD_CLUSTER_PEERS=${shellQuote((section.cluster_peers ?? []).join(','))}`,
+    `UD_MQTT_PLAINTEXT=${section.mqtt_plaintext === true ? 1 : 0}`,
     '',
   ].join('\n'))
   if (section.tls_cert) {
@@ -137,38 +147,50 @@ function san() {
 }
 
 /**
- * `env --role seed|join --node-name N --address A [--seed HOST:PORT] --out FILE`: the node env file
- * the configure phase reads. A seed runs its own Redis primary and Sentinel and serves the cluster;
- * a joining node replicates the seed's Redis and gets the cluster section from the seed (join).
+ * `env --role seed|join --node-name N --address A [--seed HOST:PORT] [--peers LIST] [--mqtt-plaintext]
+ * --out FILE`: the node env file the configure phase reads. A seed runs its own Redis primary and
+ * Sentinel; a joining node replicates the seed's Redis and gets the cluster section from the seed
+ * (join). A seed without peers is standalone: management, Redis and Sentinel on loopback only.
  */
 function env() {
   const role = arg('role')
   const nodeName = arg('node-name')
   const address = arg('address')
   if (role !== 'seed' && role !== 'join') fail(`--role ${role}: use seed or join`)
+  const peersIndex = process.argv.indexOf('--peers')
+  const peers = peersIndex > 0 ? (process.argv[peersIndex + 1] ?? '').split(',').filter(Boolean) : []
+  const bad = peers.filter((p) => !isNetwork(p))
+  if (bad.length) fail(`--peers ${bad.join(',')}: expected addresses or CIDRs`)
+  const plaintext = process.argv.includes('--mqtt-plaintext')
+  // In a cluster (a seed with peers, or a joining instance) the other members reach this one's
+  // management API; the host firewall admits them only. Standalone, nobody needs it from outside.
+  const clustered = role === 'join' || peers.length > 0
   const broker = {
     listeners: [
-      { type: 'mqtt', host: '0.0.0.0', port: MQTT_PORT },
+      // Plaintext MQTT sends passwords in clear: only when the user-data asks for it.
+      ...(plaintext ? [{ type: 'mqtt', host: '0.0.0.0', port: MQTT_PORT }] : []),
       { type: 'mqtts', host: '0.0.0.0', port: MQTTS_PORT, tls: { cert: `${ETC}/tls/cert.pem`, key: `${ETC}/tls/key.pem` } },
     ],
-    // Other instances join through it; anything but /healthz and /readyz needs the cluster secret
-    // from another host (see docs/images.md: open 18083 to the cluster's own instances only).
-    mgmt: { enabled: true, host: '0.0.0.0', port: MGMT_PORT },
+    // Anything but /healthz and /readyz needs credentials, the cluster secret from another host.
+    mgmt: { enabled: true, host: clustered ? '0.0.0.0' : '127.0.0.1', port: MGMT_PORT },
     cluster: {
       nodeId: nodeName,
       secretFile: `${ETC}/secrets/cluster-secret`,
       advertiseMgmt: `${address}:${MGMT_PORT}`,
+      // Every instance runs a Sentinel: the local one is always there to ask for the primary (and,
+      // standalone, the only one, on loopback).
       ...(role === 'seed'
-        ? { redis: { sentinels: [`${address}:${SENTINEL_PORT}`], name: SENTINEL_MASTER, passwordFile: `${ETC}/secrets/redis-password` } }
+        ? { redis: { sentinels: [`127.0.0.1:${SENTINEL_PORT}`], name: SENTINEL_MASTER, passwordFile: `${ETC}/secrets/redis-password` } }
         : {}),
     },
     log: { format: 'json' },
   }
   const checked = validateConfig(broker)
   if (!checked.ok) fail(`the broker refuses the first-boot settings:\n  ${checked.errors.join('\n  ')}`)
+  const firewall = { peers, ...(plaintext ? { plaintextFrom: ['0.0.0.0/0', '::/0'] } : {}) }
   const provision = role === 'seed'
-    ? { role: 'seed', redisRole: 'primary', nodeName }
-    : { role: 'join', seed: arg('seed'), redisRole: 'replica', nodeName }
+    ? { role: 'seed', redisRole: 'primary', nodeName, advertiseAddress: address, ...firewall }
+    : { role: 'join', seed: arg('seed'), redisRole: 'replica', nodeName, advertiseAddress: address, ...firewall }
   writePrivate(arg('out'), renderEnvFile({ ...broker, provision }, `FleetMQ first boot of ${nodeName} (${role})`))
 }
 
@@ -208,7 +230,7 @@ async function descriptor() {
     }
     await new Promise((r) => setTimeout(r, 3000))
   }
-  fail(`the seed ${seed} did not serve the cluster descriptor at ${url} (${last}); is it a FleetMQ instance that finished its first boot, and is port ${MGMT_PORT} open to this instance?`)
+  fail(`the seed ${seed} did not serve the cluster descriptor at ${url} (${last}); is it a FleetMQ instance that finished its first boot, and is this instance's address in the seed's cluster_peers (its firewall admits port ${MGMT_PORT} from those only)?`)
 }
 
 const commands = { userdata, san, env, descriptor }

@@ -17,7 +17,7 @@ import mqtt from 'mqtt'
 import { buildImage, type BuiltImage } from '../../images/build.js'
 import { buildBundle } from '../../scripts/bundle.js'
 import { runCli } from '../helpers/fleetmq.js'
-import { createNetwork, createTestKey, type HostNetwork, type TestKey } from '../helpers/hosts.js'
+import { addProbe, createNetwork, createTestKey, type HostNetwork, type TestKey } from '../helpers/hosts.js'
 import { bootImageHost, type ImageHost } from './nspawn.js'
 import { bootVm, type Vm } from './vm.js'
 
@@ -35,24 +35,37 @@ let vm1Ready: Promise<number>
 let vm2Ready: Promise<number>
 const diagnostics: string[] = []
 
-interface Credentials { password: string; secret: string }
+interface Credentials { password: string; secret: string; devicePassword: string }
 
 function parseCredentials(text: string): Credentials {
   const password = /^admin password\s+(\S+)$/m.exec(text)?.[1]
   const secret = /^cluster secret\s+(\S+)$/m.exec(text)?.[1]
-  assert.ok(password && secret, `the credentials file lacks the admin password or the cluster secret:\n${text}`)
-  return { password, secret }
+  const devicePassword = /^device password (\S+)$/m.exec(text)?.[1]
+  assert.ok(password && secret && devicePassword, `the credentials file lacks the admin password, the cluster secret or the device password:\n${text}`)
+  return { password, secret, devicePassword }
+}
+
+/** The ports `ss -Hltn` shows listening on an address other than loopback, sorted. */
+function outsideListeners(ss: string): string[] {
+  const ports = new Set<string>()
+  for (const line of ss.trim().split('\n')) {
+    const local = line.trim().split(/\s+/)[3] ?? ''
+    const match = /^(.*):(\d+)$/.exec(local)
+    if (match && !/^(127\.|\[::1\])/.test(match[1])) ports.add(match[2])
+  }
+  return [...ports].sort((a, b) => Number(a) - Number(b))
 }
 
 async function mqttConnect(url: string, options: mqtt.IClientOptions): Promise<mqtt.MqttClient> {
   return mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 20_000, ...options })
 }
 
-/** Milliseconds from QEMU start until FleetMQ accepts the generated admin credentials. */
+/** Milliseconds from QEMU start until FleetMQ accepts the generated device credentials over TLS. */
 async function readyAfter(vm: Vm): Promise<number> {
   await vm.waitForSerial(READY_LINE, BOOT_DEADLINE_MS)
-  const { password } = parseCredentials((await vm.ssh('sudo cat /root/fleetmq-credentials')).stdout)
-  const client = await mqttConnect(`mqtt://127.0.0.1:${vm.mqttPort}`, { username: 'admin', password })
+  const { devicePassword } = parseCredentials((await vm.ssh('sudo cat /root/fleetmq-credentials')).stdout)
+  const ca = (await vm.ssh('sudo cat /etc/fleetmq/tls/cert.pem')).stdout
+  const client = await mqttConnect(`mqtts://127.0.0.1:${vm.mqttsPort}`, { username: 'device', password: devicePassword, ca, rejectUnauthorized: true })
   const ms = Date.now() - vm.startedAt
   await client.endAsync()
   return ms
@@ -109,21 +122,26 @@ test('root never logs in over SSH; passwords are off', () => {
   assert.match(hardening, /^PasswordAuthentication no$/m)
 })
 
-test('first boot: FleetMQ answers MQTT with the generated credentials and refuses anonymous clients', { timeout: BOOT_DEADLINE_MS + 60_000 }, async () => {
+test('first boot: FleetMQ answers MQTT over TLS with the generated device user and refuses anonymous clients; plaintext 1883 is off', { timeout: BOOT_DEADLINE_MS + 60_000 }, async () => {
   const ms = await vm1Ready
-  diagnostics.push(`boot to MQTT (TCG, two VMs at once): ${(ms / 1000).toFixed(0)} s`)
-  await assert.rejects(mqttConnect(`mqtt://127.0.0.1:${vm1.mqttPort}`, {}), (err: Error & { code?: number }) => {
+  diagnostics.push(`boot to MQTT over TLS (TCG, two VMs at once): ${(ms / 1000).toFixed(0)} s`)
+  const ca = (await vm1.ssh('sudo cat /etc/fleetmq/tls/cert.pem')).stdout
+  const tls = { ca, rejectUnauthorized: true }
+  const url = `mqtts://127.0.0.1:${vm1.mqttsPort}`
+  await assert.rejects(mqttConnect(url, tls), (err: Error & { code?: number }) => {
     assert.equal(err.code, 5, `anonymous CONNECT should get return code 5 (not authorized), got: ${err.message}`) // [MQTT-3.2.2-3]
     return true
   })
-  const { password } = parseCredentials((await vm1.ssh('sudo cat /root/fleetmq-credentials')).stdout)
-  await assert.rejects(mqttConnect(`mqtt://127.0.0.1:${vm1.mqttPort}`, { username: 'admin', password: `${password}x` }))
-  const client = await mqttConnect(`mqtt://127.0.0.1:${vm1.mqttPort}`, { username: 'admin', password })
-  await client.subscribeAsync('image/test', { qos: 1 })
+  const { devicePassword } = parseCredentials((await vm1.ssh('sudo cat /root/fleetmq-credentials')).stdout)
+  await assert.rejects(mqttConnect(url, { ...tls, username: 'device', password: `${devicePassword}x` }))
+  const client = await mqttConnect(url, { ...tls, username: 'device', password: devicePassword, clientId: 'sensor-1' })
+  await client.subscribeAsync('devices/sensor-1/test', { qos: 1 })
   const received = new Promise<string>((resolve) => client.once('message', (_t, payload) => resolve(payload.toString())))
-  await client.publishAsync('image/test', 'hello from the host', { qos: 1 })
+  await client.publishAsync('devices/sensor-1/test', 'hello from the host', { qos: 1 })
   assert.equal(await received, 'hello from the host')
   await client.endAsync()
+  // Nothing listens on 1883: QEMU's forward accepts, then closes when the guest refuses.
+  await assert.rejects(mqttConnect(`mqtt://127.0.0.1:${vm1.mqttPort}`, { username: 'device', password: devicePassword, connectTimeout: 10_000 }))
 })
 
 test('the instance boots clean: cloud-init status done and systemd running, no failed unit', { timeout: BOOT_DEADLINE_MS }, async () => {
@@ -159,6 +177,12 @@ test('the credentials file is root-only (0600) and the serial console says where
   assert.match(`${redis.stdout}${redis.stderr}`, /NOAUTH/)
   const plaintext = await vm1.ssh('timeout 5 redis-cli -h 127.0.0.1 GET anything', { allowFailure: true })
   assert.doesNotMatch(`${plaintext.stdout}${plaintext.stderr}`, /NOAUTH|^\(nil\)/m, 'no plaintext Redis')
+})
+
+test('a standalone instance keeps management, Redis and Sentinel on loopback behind a default-deny firewall', { timeout: BOOT_DEADLINE_MS }, async () => {
+  await vm1Ready
+  assert.deepEqual(outsideListeners((await vm1.ssh('ss -Hltn')).stdout), ['22', '8883'])
+  assert.match((await vm1.ssh('sudo nft list ruleset')).stdout, /hook input priority filter; policy drop;/)
 })
 
 test('a second instance of the same image shares no host key, password, secret or certificate', { timeout: BOOT_DEADLINE_MS + 60_000 }, async () => {
@@ -225,8 +249,10 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     const hash = (JSON.parse(readFileSync(usersFile, 'utf8')) as { users: Array<{ hash: string }> }).users[0].hash
     const seedAddress = `${network.prefix}.11`
     const tls = await userCertificate(join(work, 'user-tls'), seedAddress)
+    // The two instances are each other's cluster peers; the probe's address is not among them.
+    const peers = `[${network.prefix}.11, ${network.prefix}.12]`
     const seed = await bootImageHost(network, rootfs, 'seed', 1,
-      `fleetmq:\n  admin_password_hash: '${hash}'\n  tls_cert: ${yamlBlock(tls.cert)}\n  tls_key: ${yamlBlock(tls.key)}\n`)
+      `fleetmq:\n  admin_password_hash: '${hash}'\n  tls_cert: ${yamlBlock(tls.cert)}\n  tls_key: ${yamlBlock(tls.key)}\n  cluster_peers: ${peers}\n`)
     hosts.push(seed)
     assert.equal(seed.address, seedAddress)
     await waitForFirstBoot(seed, 4 * 60_000)
@@ -238,13 +264,14 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     // MQTT over TLS with the user's certificate, verified against the user's CA.
     const tlsClient = await mqttConnect(`mqtts://${seed.address}:8883`, { username: 'admin', password: adminPassword, ca: tls.ca, rejectUnauthorized: true })
     await tlsClient.endAsync()
-    await assert.rejects(mqttConnect(`mqtt://${seed.address}:1883`, { username: 'admin', password: hash }), (err: Error & { code?: number }) => {
+    await assert.rejects(mqttConnect(`mqtts://${seed.address}:8883`, { username: 'admin', password: hash, ca: tls.ca }), (err: Error & { code?: number }) => {
       assert.equal(err.code, 4, `the hash itself must not be a password: ${err.message}`) // [MQTT-3.2.2-3] 4 = bad user name or password
       return true
     })
 
+    // The joiner opts into plaintext MQTT; the seed did not.
     const joiner = await bootImageHost(network, rootfs, 'joiner', 2,
-      `fleetmq:\n  join: ${seed.address}\n  cluster_secret: ${seedSecret}\n`)
+      `fleetmq:\n  join: ${seed.address}\n  cluster_secret: ${seedSecret}\n  cluster_peers: ${peers}\n  mqtt_plaintext: true\n`)
     hosts.push(joiner)
     await waitForFirstBoot(joiner, 4 * 60_000)
     const status = JSON.parse((await seed.exec('fleetmq cluster status --json')).stdout) as { cluster: string; nodes: Array<{ id: string; health: string }> }
@@ -253,7 +280,20 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     // Users are the cluster's: the joiner makes no admin of its own and says whose password applies.
     const joinerCredentialsFile = (await joiner.exec('cat /root/fleetmq-credentials')).stdout
     assert.match(joinerCredentialsFile, /admin password {2}the cluster's: the seed's admin password/)
-    const sub = await mqttConnect(`mqtt://${seed.address}:1883`, { username: 'admin', password: adminPassword })
+    // The members reach each other's Redis (which asks for the password); a non-member reaches
+    // neither Redis, Sentinel nor management, and the seed's plaintext port stays closed.
+    const fromJoiner = await joiner.exec(`redis-cli -h ${seed.address} -p 6379 PING`, { allowFailure: true })
+    assert.match(`${fromJoiner.stdout}${fromJoiner.stderr}`, /NOAUTH/)
+    const probe = await addProbe(network, 70)
+    try {
+      assert.equal(await probe.canConnect(seed.address, 8883), true, 'the probe reaches the seed at all')
+      for (const port of [6379, 26379, 18083, 1883]) assert.equal(await probe.canConnect(seed.address, port), false, `seed port ${port} is closed to a non-member`)
+      for (const port of [6379, 26379, 18083]) assert.equal(await probe.canConnect(joiner.address, port), false, `joiner port ${port} is closed to a non-member`)
+      assert.equal(await probe.canConnect(joiner.address, 1883), true, 'mqtt_plaintext: true opens 1883')
+    } finally {
+      await probe.close()
+    }
+    const sub = await mqttConnect(`mqtts://${seed.address}:8883`, { username: 'admin', password: adminPassword, ca: tls.ca })
     await sub.subscribeAsync('fleet/join', { qos: 1 })
     const received = new Promise<string>((resolve) => sub.once('message', (_t, payload) => resolve(payload.toString())))
     const pub = await mqttConnect(`mqtt://${joiner.address}:1883`, { username: 'admin', password: adminPassword })
@@ -269,6 +309,54 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     // A failed stop fails the test, without hiding the test's own failure.
     for (const r of failed) diagnostics.push(`teardown: ${(r.reason as Error).message}`)
     if (failed.length && passed) throw new AggregateError(failed.map((r) => r.reason), `stopping the image hosts failed: ${failed.map((r) => (r.reason as Error).message).join('; ')}`)
+  }
+})
+
+test('a fresh standalone instance (nspawn host from the image): from another address only SSH and MQTT over TLS answer; the device user from the credentials file publishes with mosquitto over TLS; open-cluster opens it to its peers only', { timeout: 5 * 60_000 }, async () => {
+  const network = await createNetwork()
+  let host: ImageHost | undefined
+  const probe = await addProbe(network, 71)
+  try {
+    host = await bootImageHost(network, rootfs, 'standalone', 4)
+    await waitForFirstBoot(host, 4 * 60_000)
+    const text = (await host.exec('cat /root/fleetmq-credentials')).stdout
+    const { devicePassword, password } = parseCredentials(text)
+    assert.match(text, new RegExp(`^MQTT over TLS {3}mqtts://${host.address.replace(/\./g, '\\.')}:8883 `, 'm'))
+    assert.doesNotMatch(text, /mqtt:\/\//, 'no plaintext endpoint is offered')
+    assert.ok(text.indexOf('admin password') > text.indexOf('## Management only'), 'the admin credentials are apart, labeled for management')
+    assert.equal((await host.exec('stat -c "%a %U" /root/fleetmq-credentials')).stdout.trim(), '600 root')
+    assert.match((await host.exec('nft list ruleset')).stdout, /hook input priority filter; policy drop;/)
+    assert.deepEqual(outsideListeners((await host.exec('ss -Hltn')).stdout), ['22', '8883'])
+    for (const port of [6379, 26379, 18083, 1883]) assert.equal(await probe.canConnect(host.address, port), false, `port ${port} is closed from another address`)
+    assert.equal(await probe.canConnect(host.address, 22), true, 'SSH answers')
+
+    // What a user does with the credentials file: mosquitto over TLS, as the device user, from two
+    // other machines (the probe subscribes, the test side publishes), the certificate verified.
+    const ca = join(work, 'standalone-ca.pem')
+    writeFileSync(ca, (await host.exec('cat /etc/fleetmq/tls/cert.pem')).stdout)
+    const { run } = await import('../../images/run.js')
+    const tlsDevice = ['-h', host.address, '-p', '8883', '--cafile', ca, '-u', 'device', '-P', devicePassword, '-q', '1']
+    const sub = probe.exec('mosquitto_sub', [...tlsDevice, '-i', 'sensor-1', '-t', 'users/device/#', '-C', '1', '-W', '60'])
+    await sleep(3000)
+    await run('mosquitto_pub', [...tlsDevice, '-i', 'sensor-2', '-t', 'users/device/temperature', '-m', '21.5'])
+    assert.equal((await sub).stdout.trim(), '21.5')
+    // The admin password is not the device's.
+    const wrong = await run('mosquitto_pub', [...tlsDevice.slice(0, 9), password, '-t', 'users/device/x', '-m', 'x'], { allowFailure: true })
+    assert.notEqual(wrong.code, 0)
+
+    // Opened later for the probe's address only: now the probe reaches management, Redis and
+    // Sentinel, which listen on the instance's address too; the test side, not a peer, still does not.
+    const opened = await host.exec(`/usr/lib/fleetmq/firstboot/fleetmq-firstboot open-cluster ${probe.address}`)
+    assert.match(opened.stdout, new RegExp(`join: ${host.address.replace(/\./g, '\\.')}:18083`))
+    assert.deepEqual(outsideListeners((await host.exec('ss -Hltn')).stdout), ['22', '6379', '8883', '18083', '26379'])
+    for (const port of [6379, 26379, 18083]) assert.equal(await probe.canConnect(host.address, port), true, `port ${port} is open to the peer`)
+    assert.equal(await probe.canConnect(host.address, 1883), false)
+    const fromTestSide = await run('timeout', ['3', 'bash', '-c', `exec 3<>/dev/tcp/${host.address}/6379`], { allowFailure: true })
+    assert.notEqual(fromTestSide.code, 0, 'Redis stays closed to an address that is not a peer')
+  } finally {
+    await host?.stop()
+    await probe.close()
+    await network.close()
   }
 })
 
