@@ -282,7 +282,7 @@ test('user-data `admin_password_hash`, `tls_cert`/`tls_key` and `join:`: a seed 
     assert.match(joinerCredentialsFile, /admin password {2}the cluster's: the seed's admin password/)
     // The members reach each other's Redis (which asks for the password); a non-member reaches
     // neither Redis, Sentinel nor management, and the seed's plaintext port stays closed.
-    const fromJoiner = await joiner.exec(`redis-cli -h ${seed.address} -p 6379 PING`, { allowFailure: true })
+    const fromJoiner = await joiner.exec(`redis-cli --tls --cacert /etc/redis/tls/ca.pem -h ${seed.address} -p 6379 PING`, { allowFailure: true })
     assert.match(`${fromJoiner.stdout}${fromJoiner.stderr}`, /NOAUTH/)
     const probe = await addProbe(network, 70)
     try {
