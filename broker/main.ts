@@ -16,6 +16,7 @@ import { createLocalToken, writeLocalCa, type LocalToken } from './mgmt/local-to
 import { installLastResortHandler, uncaughtErrors } from './features/last-resort.js'
 import { createRules } from './rules/index.js'
 import { createManagementApi } from './api/index.js'
+import { createDashboard } from './dashboard/index.js'
 import type { Principal } from './mgmt/http.js'
 
 /*
@@ -55,6 +56,9 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     if (admin) return { kind: 'user', name: admin.username, role: 'admin' }
     return api.authenticate(req)
   }
+  // The dashboard's sign-in checks what the API checks; its session cookie is one more credential.
+  const dashboard = createDashboard({ log, authenticate: principalOf })
+  const requestPrincipal = async (req: import('node:http').IncomingMessage): Promise<Principal | undefined> => (await principalOf(req)) ?? dashboard.sessionPrincipal(req)
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
   const cluster = createCluster(config, log, {
     authorizeOperator: async (req) => (await principalOf(req))?.role === 'admin',
@@ -91,8 +95,8 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     log,
     features,
     // Prometheus scrapers may use a viewer API key.
-    routes: [...healthRoutes(() => node, cluster.readiness), { ...metrics.route, role: 'viewer' }, ...cluster.routes, ...api.routes],
-    authorizeMgmt: principalOf,
+    routes: [...healthRoutes(() => node, cluster.readiness), { ...metrics.route, role: 'viewer' }, ...cluster.routes, ...api.routes, ...dashboard.routes],
+    authorizeMgmt: requestPrincipal,
     aedesOptions: cluster.aedesOptions,
     beforeListen: (aedes) => {
       metrics.observe(aedes)

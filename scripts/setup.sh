@@ -6,6 +6,7 @@ readonly DEBIAN_PACKAGES=(
   redis-server redis-sentinel haproxy openssh-server mosquitto mosquitto-clients openssl
   iproute2 systemd-container mmdebstrap qemu-system-x86 qemu-utils grub-pc-bin grub2-common
   genisoimage shellcheck fdisk python3-paho-mqtt python3-venv openjdk-17-jre-headless maven kcat nftables
+  chromium
 )
 
 # Apache Kafka for the rules tests (test/helpers/kafka.ts): the broker's jar and its runtime

@@ -42,6 +42,8 @@ export interface RouteResult {
   readonly body: unknown
   /** Defaults to JSON; a string body with `text/plain` (Prometheus) is sent as is. */
   readonly contentType?: string
+  /** Extra response headers (the dashboard's Set-Cookie and Content-Security-Policy). */
+  readonly headers?: Readonly<Record<string, string>>
 }
 
 export interface MgmtServer {
@@ -122,13 +124,13 @@ export const codeForStatus = (status: number): string => CODE_BY_STATUS[status] 
 
 function send(res: http.ServerResponse, result: RouteResult): void {
   if (result.status === 204) {
-    res.writeHead(204, { 'cache-control': 'no-store' })
+    res.writeHead(204, { ...result.headers, 'cache-control': 'no-store' })
     res.end()
     return
   }
   const contentType = result.contentType ?? 'application/json'
   const payload = contentType === 'application/json' ? `${JSON.stringify(result.body)}\n` : String(result.body)
-  res.writeHead(result.status, { 'content-type': contentType, 'cache-control': 'no-store' })
+  res.writeHead(result.status, { ...result.headers, 'content-type': contentType, 'cache-control': 'no-store' })
   res.end(payload)
 }
 
