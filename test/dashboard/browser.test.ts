@@ -119,7 +119,7 @@ test('in chromium: sign in, see the node, find a connected client, kick it, sign
       await page.getByRole('link', { name: 'Clients' }).click()
       await page.getByRole('row').filter({ hasText: clientId }).waitFor()
       await page.getByLabel('Search by client id').fill(`device-${size.name}`)
-      await page.getByRole('status').filter({ hasText: /^1 of / }).waitFor()
+      await page.locator('#clients-status').filter({ hasText: /^1 of / }).waitFor()
       assert.equal(await page.getByRole('row').filter({ hasText: `other-${size.name}` }).count(), 0, 'the search hides the others')
       await shot(page, `clients-${size.name}`)
       await page.getByRole('button', { name: `Kick ${clientId}` }).click()

@@ -59,6 +59,12 @@ function fmtUptime(s: number): string {
 }
 const pct = (n: number | undefined): string => n === undefined ? '–' : `${n.toFixed(0)} %`
 
+/** Each cell names its column, so that a phone can show a row as a stack of labelled values (style.css). */
+function labelCells(row: HTMLElement, head: readonly string[]): HTMLElement {
+  Array.from(row.children).forEach((cell, i) => cell.setAttribute('data-label', head[i] ?? ''))
+  return row
+}
+
 function card(label: string, value: string, id: string): HTMLElement {
   return h('div', { class: 'card' }, h('dl', {}, h('dt', { id: `${id}-label` }, label), h('dd', { id, 'aria-labelledby': `${id}-label` }, value)))
 }
@@ -106,10 +112,11 @@ async function overview(page: HTMLElement): Promise<void> {
 
 async function nodesPage(page: HTMLElement): Promise<void> {
   const nodes = (await api<Page<NodeInfo>>('GET', '/api/v1/nodes?limit=1000')).data
+  const head = ['Node', 'Status', 'Version', 'Uptime', 'Connections', 'Msg in/out /s', 'Host CPU', 'Memory used', 'Load 1/5/15', 'Process RSS, CPU']
   const rows = nodes.map((n) => {
     const s = n.system ?? {}
     const memUsed = s.memoryTotal !== undefined && s.memoryFree !== undefined ? s.memoryTotal - s.memoryFree : undefined
-    return h('tr', { 'data-node': n.id },
+    return labelCells(h('tr', { 'data-node': n.id },
       h('th', { scope: 'row' }, n.id + (n.self ? ' (this node)' : '')),
       h('td', { class: n.health }, n.health),
       h('td', {}, n.version),
@@ -119,9 +126,8 @@ async function nodesPage(page: HTMLElement): Promise<void> {
       h('td', {}, `${pct(s.cpuPercent)}${s.cpus !== undefined ? ` of ${s.cpus}` : ''}`),
       h('td', {}, `${fmtBytes(memUsed)} / ${fmtBytes(s.memoryTotal)}`),
       h('td', {}, s.load ? s.load.map((l) => l.toFixed(2)).join(' ') : '–'),
-      h('td', {}, `${fmtBytes(s.processRss)}, ${pct(s.processCpuPercent)}`))
+      h('td', {}, `${fmtBytes(s.processRss)}, ${pct(s.processCpuPercent)}`)), head)
   })
-  const head = ['Node', 'Status', 'Version', 'Uptime', 'Connections', 'Msg in/out /s', 'Host CPU', 'Memory used', 'Load 1/5/15', 'Process RSS, CPU']
   page.replaceChildren(h('h1', {}, 'Nodes'),
     h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Nodes table', tabindex: '0' },
       h('table', {}, h('caption', { class: 'note' }, `${nodes.length} node${nodes.length === 1 ? '' : 's'}`),
@@ -133,20 +139,22 @@ async function clientsPage(page: HTMLElement): Promise<void> {
   const list = await api<Page<ClientInfo>>('GET', '/api/v1/clients?limit=1000')
   const shown = list.data.filter((c) => c.clientid.toLowerCase().includes(clientSearch.toLowerCase()))
   const canKick = session?.role === 'operator' || session?.role === 'admin'
-  const status = h('p', { id: 'clients-status', role: 'status', class: 'note' }, `${shown.length} of ${list.meta.count} connected client${list.meta.count === 1 ? '' : 's'}${list.meta.hasNext ? ' (searching the first 1000)' : ''}${list.meta.incomplete ? '; a node did not answer' : ''}`)
+  const status = h('p', { id: 'clients-status', class: 'note' }, `${shown.length} of ${list.meta.count} connected client${list.meta.count === 1 ? '' : 's'}${list.meta.hasNext ? ' (searching the first 1000)' : ''}${list.meta.incomplete ? '; a node did not answer' : ''}`)
+  const head = ['Client id', 'User name', 'Address', 'Node', 'MQTT', 'Connected since', 'Subscriptions', 'Action']
   const rows = shown.map((c) => {
     const kick = h('button', { type: 'button', class: 'danger', 'aria-label': `Kick ${c.clientid}` }, 'Kick') as HTMLButtonElement
     kick.disabled = !canKick
     kick.addEventListener('click', () => {
       kick.disabled = true
+      const said = $('clients-action')
       void api('DELETE', `/api/v1/clients/${encodeURIComponent(c.clientid)}`).then(
-        () => { status.textContent = `Disconnected ${c.clientid}`; return render() },
-        (err: Error) => { status.textContent = `Could not disconnect ${c.clientid}: ${err.message}`; kick.disabled = false })
+        () => { said.textContent = `Disconnected ${c.clientid}`; return render() },
+        (err: Error) => { said.textContent = `Could not disconnect ${c.clientid}: ${err.message}`; kick.disabled = false })
     })
-    return h('tr', { 'data-client': c.clientid },
+    return labelCells(h('tr', { 'data-client': c.clientid },
       h('th', { scope: 'row' }, c.clientid), h('td', {}, c.username ?? '–'), h('td', {}, c.ip ?? '–'), h('td', {}, c.node),
       h('td', {}, c.protocolVersion === 5 ? '5.0' : c.protocolVersion === 4 ? '3.1.1' : '3.1'),
-      h('td', {}, c.connectedAt ? new Date(c.connectedAt).toLocaleString() : '–'), h('td', {}, String(c.subscriptions)), h('td', {}, kick))
+      h('td', {}, c.connectedAt ? new Date(c.connectedAt).toLocaleString() : '–'), h('td', {}, String(c.subscriptions)), h('td', {}, kick)), head)
   })
   let input = document.getElementById('client-search') as HTMLInputElement | null
   if (!input || !page.contains(input)) {
@@ -155,9 +163,10 @@ async function clientsPage(page: HTMLElement): Promise<void> {
     input.addEventListener('input', () => { clientSearch = input!.value; void render() })
     page.replaceChildren(h('h1', {}, 'Clients'),
       h('div', { class: 'search', role: 'search' }, h('label', { for: 'client-search' }, 'Search by client id'), input),
+      // Outside the part each refresh rebuilds, so a screen reader hears the outcome of a kick once.
+      h('p', { id: 'clients-action', role: 'status', class: 'note' }),
       h('div', { id: 'clients-body' }))
   }
-  const head = ['Client id', 'User name', 'Address', 'Node', 'MQTT', 'Connected since', 'Subscriptions', 'Action']
   $('clients-body').replaceChildren(status, h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Clients table', tabindex: '0' },
     h('table', {}, h('thead', {}, h('tr', {}, ...head.map((t) => h('th', { scope: 'col' }, t)))), h('tbody', {}, ...rows))))
 }
