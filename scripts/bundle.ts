@@ -135,9 +135,14 @@ async function compileBroker(outDir: string, workDir: string): Promise<void> {
     extends: join(REPO_ROOT, 'tsconfig.json'),
     compilerOptions: { outDir, rootDir: REPO_ROOT, sourceMap: false, declaration: false, incremental: false },
     include: [join(REPO_ROOT, 'broker/**/*.ts')],
-    exclude: [],
+    // The dashboard's pages are browser code with their own tsconfig (DOM, no Node), built below.
+    exclude: [join(REPO_ROOT, 'broker/dashboard/ui')],
   }))
-  await run(process.execPath, [join(REPO_ROOT, 'node_modules/typescript/bin/tsc'), '-p', tsconfig])
+  const tsc = join(REPO_ROOT, 'node_modules/typescript/bin/tsc')
+  await run(process.execPath, [tsc, '-p', tsconfig])
+  const ui = join(outDir, 'broker/dashboard/ui')
+  await run(process.execPath, [tsc, '-p', join(REPO_ROOT, 'broker/dashboard/ui/tsconfig.json'), '--outDir', ui])
+  for (const file of ['index.html', 'style.css']) copyFileSync(join(REPO_ROOT, 'broker/dashboard/ui', file), join(ui, file))
 }
 
 /**

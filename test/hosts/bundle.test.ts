@@ -30,7 +30,7 @@ test('two builds of the same commit are byte-identical, and the bundle runs on i
   assert.equal(new Set(listing.map((l) => l.split(/\s+/).slice(3, 5).join(' '))).size, 1, 'one mtime for every entry')
   const names = tar('-tzf', first.file).stdout.trim().split('\n')
   assert.ok(names.every((n) => n.startsWith(`${first.root}/`)))
-  for (const expected of ['bin/fleetmq', 'bin/fleetmq.js', 'node/bin/node', 'build/broker/cli/main.js', 'systemd/fleetmq.service', 'config/fleetmq.yaml', 'BUNDLE.json', 'node_modules/aedes/package.json']) {
+  for (const expected of ['bin/fleetmq', 'bin/fleetmq.js', 'node/bin/node', 'build/broker/cli/main.js', 'build/broker/dashboard/ui/app.js', 'build/broker/dashboard/ui/index.html', 'systemd/fleetmq.service', 'config/fleetmq.yaml', 'BUNDLE.json', 'node_modules/aedes/package.json']) {
     assert.ok(names.includes(`${first.root}/${expected}`), `${expected} is in the bundle`)
   }
   // Production dependencies only.
