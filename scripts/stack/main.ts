@@ -167,11 +167,14 @@ function printReady(plan: StackPlan, secrets: StackSecrets, options: StackOption
     mqtts: `mqtts://127.0.0.1:${plan.front.mqtts}`,
     wss: `wss://127.0.0.1:${plan.front.wss}/mqtt`,
   }
+  // Every node serves the dashboard; the first one's is as good as any (sessions are per node).
+  const dashboard = `${nodes[0].mgmt}/`
   if (options.json) {
     process.stdout.write(`${JSON.stringify({
       ready: true,
       readyInMs: elapsedMs,
       endpoints,
+      dashboard,
       caFile: secrets.caFile,
       username: secrets.adminUser,
       password: secrets.adminPassword,
@@ -193,6 +196,7 @@ FleetMQ is ready in ${(elapsedMs / 1000).toFixed(1)} s: ${plan.nodes.length} nod
   MQTT      ${endpoints.mqtt}
   MQTT/TLS  ${endpoints.mqtts}   (CA: ${secrets.caFile})
   WSS       ${endpoints.wss}
+  dashboard ${dashboard}   (sign in as the user below; every node's management port serves one)
   user      ${secrets.adminUser}
   password  ${secrets.created ? secrets.adminPassword : `(stored in ${secrets.adminPasswordFile})`}
 

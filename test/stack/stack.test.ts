@@ -16,6 +16,7 @@ interface Ready {
   ready: true
   readyInMs: number
   endpoints: { mqtt: string; mqtts: string; wss: string }
+  dashboard: string
   caFile: string
   username: string
   password: string
@@ -84,6 +85,10 @@ test('npm start: TLS pub/sub through HAProxy across nodes, real client addresses
   try {
     assert.equal(ready.nodes.length, 3)
     assert.equal(ready.endpoints.mqtts, `mqtts://127.0.0.1:${base + 1}`)
+    assert.equal(ready.dashboard, `${ready.nodes[0].mgmt}/`)
+    assert.match(await (await fetch(ready.dashboard)).text(), /<title>FleetMQ dashboard<\/title>/)
+    const signIn = await fetch(new URL('/ui/session', ready.dashboard), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: ready.username, password: ready.password }) })
+    assert.equal(signIn.status, 200, 'the stack\'s admin signs in to the dashboard')
     assert.equal(statSync(join(stateDir, 'secrets', 'admin-password')).mode & 0o777, 0o600)
     const tls = { ca: readFileSync(ready.caFile), username: ready.username, password: ready.password, protocolVersion: 5 as const }
 
