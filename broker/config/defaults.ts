@@ -152,6 +152,10 @@ export const DEFAULTS = Object.freeze({
      * each); past it the oldest is dropped and counted (`fleetmq_action_dropped_total`).
      */
     maxQueued: 100_000,
+    /** Bytes of each action's spill log on disk (1 GiB); 0 keeps the buffer in memory only. */
+    maxDiskBytes: 1024 * 1024 * 1024,
+    /** fdatasync the spill log (grouped) before a QoS 1/2 PUBACK is sent. */
+    fsync: true,
     /** Messages per send to a sink (one batch in flight per action keeps each key's order). */
     maxBatch: 1_000,
     /** Milliseconds before the first retry of a failed send; doubles per failure. */

@@ -239,8 +239,12 @@ const template = z.string().min(1).superRefine((text, ctx) => {
 
 /** Bounds of an action's buffer and its retries (broker/rules/queue.ts). */
 const actionBuffer = {
-  /** Messages waiting for the sink (in memory); past it the oldest is dropped and counted. */
+  /** Messages waiting for the sink in memory; past it they wait in the spill log only (or, with maxDiskBytes 0, the oldest is dropped and counted). */
   maxQueued: z.number().int().min(1).default(DEFAULTS.rules.maxQueued),
+  /** Bytes of the action's spill log (`<dataDir>/actions/<rule>.<n>/`); past it the oldest segment is dropped and counted. 0: memory only. */
+  maxDiskBytes: z.number().int().min(0).default(DEFAULTS.rules.maxDiskBytes).refine((n) => n === 0 || n >= 64 * 1024, { message: 'maxDiskBytes must be 0 (memory only) or at least 65536' }),
+  /** fdatasync the spill log before a QoS 1/2 PUBACK (grouped); false: written, not synced (a kill -9 loses nothing, a power loss may). */
+  fsync: z.boolean().default(DEFAULTS.rules.fsync),
   /** Messages per send to the sink. */
   maxBatch: z.number().int().min(1).max(100_000).default(DEFAULTS.rules.maxBatch),
   /** First retry delay after a failed send, ms; doubles per failure up to maxBackoff. */

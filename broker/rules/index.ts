@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import type { Aedes, AedesPublishPacket, Client, Subscription } from 'aedes'
 import type { Registry } from 'prom-client'
 import type { Config, KafkaActionConfig, RepublishActionConfig, RuleActionConfig } from '../config/schema.js'
@@ -8,6 +9,7 @@ import type { KafkaRecord } from './kafka.js'
 import { createKafkaConnector, type KafkaConnector } from './kafka-connector.js'
 import { registerRuleMetrics, type RuleStats } from './metrics.js'
 import { ActionQueue, type Sink } from './queue.js'
+import { SpillLog } from './spill.js'
 import { compileRule, RuleEvalError, type CompiledRule, type RuleEvent, type RuleInput, type RuleOutput } from './rule.js'
 import { compileTemplate, type Template } from './template.js'
 
@@ -76,7 +78,15 @@ export function createRules(config: Config, log: Logger, registry: Registry, nod
     return existing
   }
   const allActions: Action[] = []
-  const metricsSource = { rules: [] as ActiveRule[], actions: [] as { name: string; type: string; stats: ActionQueue<unknown>['stats'] }[] }
+  const metricsSource = { rules: [] as ActiveRule[], actions: [] as { name: string; type: string; stats: ActionQueue<unknown>['stats']; spill?: SpillLog['stats'] }[] }
+  const spills = new Map<string, SpillLog>()
+  /** The action's spill log in `<dataDir>/actions/<name>/`; none with maxDiskBytes 0. */
+  const spillOf = (name: string, settings: RuleActionConfig): SpillLog | undefined => {
+    if (settings.maxDiskBytes === 0) return undefined
+    const spill = new SpillLog(join(config.dataDir, 'actions', name), { maxDiskBytes: settings.maxDiskBytes, fsync: settings.fsync }, log, name)
+    spills.set(name, spill)
+    return spill
+  }
   const metrics = registerRuleMetrics(registry, metricsSource)
 
   const makeAction = (ruleId: string, index: number, settings: RuleActionConfig): Action => {
@@ -95,13 +105,13 @@ export function createRules(config: Config, log: Logger, registry: Registry, nod
         value: value(output),
         headers: Object.fromEntries(headers.map(([header, template]) => [header, template(output)])),
       })
-      return { name, type: 'kafka', render, queue: new ActionQueue<unknown>(name, connector(kafka.connector).sink() as Sink<unknown>, queueSettings, log, onSent) }
+      return { name, type: 'kafka', render, queue: new ActionQueue<unknown>(name, connector(kafka.connector).sink() as Sink<unknown>, queueSettings, log, onSent, spillOf(name, settings)) }
     }
     const republish: RepublishActionConfig = settings
     const topic = compileTemplate(republish.topic)
     const payload = payloadOf(republish.payload)
     const render = (output: RuleOutput) => ({ topic: topic(output), payload: payload(output), qos: republish.qos, retain: republish.retain })
-    return { name, type: 'republish', render, queue: new ActionQueue<unknown>(name, republishSink(() => aedes) as Sink<unknown>, queueSettings, log, onSent) }
+    return { name, type: 'republish', render, queue: new ActionQueue<unknown>(name, republishSink(() => aedes) as Sink<unknown>, queueSettings, log, onSent, spillOf(name, settings)) }
   }
 
   const rules: ActiveRule[] = config.rules.filter((r) => r.enabled).map((settings) => {
@@ -110,11 +120,12 @@ export function createRules(config: Config, log: Logger, registry: Registry, nod
     return { id: settings.id, rule: compileRule(settings.sql), actions, stats: { matched: 0, passed: 0, failed: 0 } }
   })
   metricsSource.rules = rules
-  metricsSource.actions = allActions.map((a) => ({ name: a.name, type: a.type, stats: a.queue.stats }))
+  metricsSource.actions = allActions.map((a) => ({ name: a.name, type: a.type, stats: a.queue.stats, spill: spills.get(a.name)?.stats }))
   const messageRules = rules.filter((r) => r.rule.filters.length > 0)
   const eventRules = (event: RuleEvent) => rules.filter((r) => r.rule.events.includes(event))
 
-  const run = (active: ActiveRule, input: RuleInput): void => {
+  /** Runs a rule; returns the spill log writes a QoS 1/2 PUBACK waits for, if any. */
+  const run = (active: ActiveRule, input: RuleInput, durable?: Promise<void>[]): void => {
     active.stats.matched++
     let output: RuleOutput | undefined
     try {
@@ -128,7 +139,13 @@ export function createRules(config: Config, log: Logger, registry: Registry, nod
     }
     if (output === undefined) return
     active.stats.passed++
-    for (const action of active.actions) action.queue.push(action.render(output))
+    for (const action of active.actions) {
+      action.queue.push(action.render(output))
+      if (durable) {
+        const persisted = action.queue.persisted()
+        if (persisted && !durable.includes(persisted)) durable.push(persisted)
+      }
+    }
   }
 
   const clientFields = (client: Client) => ({
@@ -153,11 +170,14 @@ export function createRules(config: Config, log: Logger, registry: Registry, nod
       // Only messages from this node's clients: see the comment at the top.
       if (!client) return
       let input: RuleInput | undefined
+      // A QoS 1/2 PUBACK waits until the outputs are in the spill logs (grouped writes): at least once from the PUBACK.
+      const durable: Promise<void>[] | undefined = packet.qos > 0 ? [] : undefined
       for (const active of messageRules) {
         if (!active.rule.matchesTopic(packet.topic)) continue
         input ??= { ...clientFields(client), event: 'message', topic: packet.topic, qos: packet.qos, retain: packet.retain, payload: packet.payload as Buffer | string }
-        run(active, input)
+        run(active, input, durable)
       }
+      if (durable && durable.length > 0) return durable.length === 1 ? durable[0] : Promise.all(durable).then(() => {})
     },
     async close() {
       // Each action gets the node's shutdown budget's third to hand over what it holds.

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import type { QueueStats } from './queue.js'
+import type { SpillStats } from './spill.js'
 
 /*
  * Per rule and per action metrics in /metrics. The hot path only adds to plain numbers in each
@@ -15,7 +16,7 @@ export interface RuleStats {
 
 export interface RuleMetricsSource {
   readonly rules: readonly { readonly id: string; readonly stats: RuleStats }[]
-  readonly actions: readonly { readonly name: string; readonly type: string; readonly stats: QueueStats }[]
+  readonly actions: readonly { readonly name: string; readonly type: string; readonly stats: QueueStats; readonly spill?: SpillStats }[]
 }
 
 /** Milliseconds → seconds buckets from 1 ms to 30 s: a healthy sink answers in milliseconds, a recovering one in seconds. */
@@ -53,7 +54,41 @@ export function registerRuleMetrics(registry: Registry, source: RuleMetricsSourc
   const actionLabel = (a: { name: string; type: string }) => ({ action: a.name, type: a.type })
   counter(registry, 'fleetmq_action_sent_total', 'messages an action\'s sink acknowledged', 'action', () => source.actions, actionLabel, (a) => a.stats.sent)
   counter(registry, 'fleetmq_action_failed_total', 'send attempts an action\'s sink refused or did not answer (each retried with backoff)', 'action', () => source.actions, actionLabel, (a) => a.stats.failed)
-  counter(registry, 'fleetmq_action_dropped_total', 'messages an action dropped: its queue was full (the oldest goes) or the node stopped with them queued', 'action', () => source.actions, actionLabel, (a) => a.stats.dropped)
+  const reportedDrops = new Map<string, number>()
+  new Counter({
+    name: 'fleetmq_action_dropped_total',
+    help: 'messages an action dropped, by reason: disk_full (the spill log past maxDiskBytes: its oldest segment goes), memory_full (maxDiskBytes 0 and maxQueued reached: the oldest goes), shutdown (memory only, left when the node stopped)',
+    labelNames: ['action', 'type', 'reason'],
+    registers: [registry],
+    collect() {
+      for (const action of source.actions) {
+        for (const [reason, now] of Object.entries(action.stats.droppedBy)) {
+          const labels = { ...actionLabel(action), reason }
+          const key = JSON.stringify(labels)
+          this.labels(labels).inc(now - (reportedDrops.get(key) ?? 0))
+          reportedDrops.set(key, now)
+        }
+      }
+    },
+  })
+  new Gauge({
+    name: 'fleetmq_action_spilled_bytes',
+    help: 'bytes in an action\'s spill log on disk',
+    labelNames: ['action', 'type'],
+    registers: [registry],
+    collect() {
+      for (const action of source.actions) if (action.spill) this.labels(actionLabel(action)).set(action.spill.bytes)
+    },
+  })
+  new Gauge({
+    name: 'fleetmq_action_spilled_messages',
+    help: 'messages an action holds on disk only (past maxQueued in memory, or from before a restart), not read back yet',
+    labelNames: ['action', 'type'],
+    registers: [registry],
+    collect() {
+      for (const action of source.actions) if (action.spill) this.labels(actionLabel(action)).set(action.spill.unread)
+    },
+  })
   new Gauge({
     name: 'fleetmq_action_queued',
     help: 'messages waiting in an action\'s buffer or in flight to its sink',
