@@ -43,6 +43,8 @@ export interface KafkaOptions {
   readyTimeoutMs?: number
   /** Also a SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) for this user. */
   sasl?: { username: string; password: string }
+  /** Format the folder and pick the ports, but start the JVM only at `start()`: a sink down from the beginning. */
+  deferStart?: boolean
 }
 
 /** Runs a JVM to completion; rejects with its output on failure. */
@@ -118,7 +120,7 @@ export async function startKafka(options: KafkaOptions = {}): Promise<KafkaBroke
     await exited
     clearTimeout(timer)
   }
-  await start()
+  if (!options.deferStart) await start()
   return { bootstrap, port, controllerPort, saslBootstrap: sasl ? `127.0.0.1:${sasl.port}` : undefined, dir, pid: () => child?.pid, startMs: () => lastStartMs, stop, start,
     async destroy() {
       await stop()
