@@ -149,7 +149,8 @@ export const DEFAULTS = Object.freeze({
   rules: Object.freeze({
     /**
      * Messages an action holds in memory while its sink is slow or down (about 100 MB at 1 KB
-     * each); past it the oldest is dropped and counted (`fleetmq_action_dropped_total`).
+     * each); past it they wait in the spill log only (or, with maxDiskBytes 0, the oldest is
+     * dropped and counted: `fleetmq_action_dropped_total{reason="memory_full"}`).
      */
     maxQueued: 100_000,
     /** Bytes of each action's spill log on disk (1 GiB); 0 keeps the buffer in memory only. */
