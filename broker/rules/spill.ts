@@ -113,7 +113,8 @@ export class SpillLog {
       const segment = this.scan(seq, path, seq === cursor.seq ? cursor.offset : 0, seq === seqs[seqs.length - 1])
       this.segments.push(segment)
     }
-    if (this.segments.length === 0) this.segments.push(this.newSegment(Math.max(cursor.seq, 1)))
+    // Past the cursor's segment: a fresh one must not be read from the cursor's offset.
+    if (this.segments.length === 0) this.segments.push(this.newSegment(cursor.seq + 1))
     else {
       const last = this.segments[this.segments.length - 1]
       last.fd = openSync(last.path, 'a')
