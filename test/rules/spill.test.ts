@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import { createLogger } from '../../broker/log.js'
 import { ActionQueue, type Sink } from '../../broker/rules/queue.js'
 import { SpillLog } from '../../broker/rules/spill.js'
@@ -15,7 +15,15 @@ import { SpillLog } from '../../broker/rules/spill.js'
 
 const quiet = createLogger({ level: 'silent', format: 'json' })
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-const tempDir = () => mkdtempSync(join(tmpdir(), 'fleetmq-spill-'))
+const made: string[] = []
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fleetmq-spill-'))
+  made.push(dir)
+  return dir
+}
+after(() => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true })
+})
 const body = (i: number) => Buffer.from(JSON.stringify({ i, pad: 'x'.repeat(40) }))
 const indexOf = (b: Buffer) => (JSON.parse(b.toString()) as { i: number }).i
 
