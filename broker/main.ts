@@ -57,7 +57,7 @@ export async function runNode(config: Config, log: Logger = createLogger(config.
     return api.authenticate(req)
   }
   // The dashboard's sign-in checks what the API checks; its session cookie is one more credential.
-  const dashboard = createDashboard({ log, authenticate: principalOf })
+  const dashboard = createDashboard({ log, authenticate: principalOf, userRecord: (name) => auth.users.get(name) })
   const requestPrincipal = async (req: import('node:http').IncomingMessage): Promise<Principal | undefined> => (await principalOf(req)) ?? dashboard.sessionPrincipal(req)
   // The cluster guard first (refuses while Redis is down or the node leaves), its counters last.
   const cluster = createCluster(config, log, {

@@ -36,7 +36,15 @@ interface Session {
   readonly expires: number
   /** An API key's session re-checks the key on every request: a removed key ends it at once. */
   readonly apiKeyHeader?: string
+  /**
+   * A user's session re-checks the user on every request: removed, no longer an admin, or given
+   * another password (the stored hash changed), and the session ends at once.
+   */
+  readonly userHash?: string
 }
+
+/** What a user session is re-checked against: the user's current record. */
+export type UserRecord = (username: string) => Promise<{ readonly hash: string; readonly roles: readonly string[] } | undefined> | { readonly hash: string; readonly roles: readonly string[] } | undefined
 
 const ASSETS: Readonly<Record<string, string>> = {
   'index.html': 'text/html; charset=utf-8',
@@ -78,7 +86,7 @@ export interface Dashboard {
   sessionPrincipal(req: IncomingMessage): Promise<Principal | undefined>
 }
 
-export function createDashboard(options: { log: Logger; authenticate(req: IncomingMessage): Promise<Principal | undefined>; now?: () => number }): Dashboard {
+export function createDashboard(options: { log: Logger; authenticate(req: IncomingMessage): Promise<Principal | undefined>; userRecord?: UserRecord; now?: () => number }): Dashboard {
   const { log, authenticate } = options
   const now = options.now ?? Date.now
   const sessions = new Map<string, Session>()
@@ -140,7 +148,14 @@ export function createDashboard(options: { log: Logger; authenticate(req: Incomi
         if (!principal) return errorResult(401, 'UNAUTHORIZED', 'wrong user name or password (the user must be an admin), or an unknown API key')
         if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value as string)
         const id = randomBytes(32).toString('base64url')
-        const session: Session = { principal, csrf: randomBytes(32).toString('base64url'), expires: now() + SESSION_TTL_MS, ...(principal.kind === 'apikey' ? { apiKeyHeader: authorization } : {}) }
+        const userHash = principal.kind === 'user' ? (await options.userRecord?.(principal.name))?.hash : undefined
+        const session: Session = {
+          principal,
+          csrf: randomBytes(32).toString('base64url'),
+          expires: now() + SESSION_TTL_MS,
+          ...(principal.kind === 'apikey' ? { apiKeyHeader: authorization } : {}),
+          ...(userHash !== undefined ? { userHash } : {}),
+        }
         sessions.set(id, session)
         log.info({ remoteAddress: req.socket.remoteAddress, name: principal.name, kind: principal.kind }, `dashboard sign-in: ${principal.name} (${principal.role})`)
         const cookie = `${SESSION_COOKIE}=${id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${SESSION_TTL_MS / 1000}${overTls(req) ? '; Secure' : ''}`
@@ -181,6 +196,14 @@ export function createDashboard(options: { log: Logger; authenticate(req: Incomi
           return undefined
         }
         return still
+      }
+      if (found.session.principal.kind === 'user' && options.userRecord) {
+        const user = await options.userRecord(found.session.principal.name)
+        if (!user || !user.roles.includes('admin') || user.hash !== found.session.userHash) {
+          sessions.delete(found.id)
+          log.info({ name: found.session.principal.name }, `dashboard session of ${found.session.principal.name} ended: the user was removed, is no longer an admin, or has a new password`)
+          return undefined
+        }
       }
       return found.session.principal
     },

@@ -70,6 +70,58 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
 }
 
+test('a user\'s dashboard session ends when the user gets a new password, loses admin or is removed', async () => {
+  const OTHER = { username: 'ops2', password: 'another-long-admin-password', admin: true }
+  const node = await startFleetmq({ users: [ADMIN, OTHER] })
+  const base = `http://127.0.0.1:${node.mgmtPort}`
+  const asAdmin = { authorization: `Basic ${Buffer.from(`${ADMIN.username}:${ADMIN.password}`).toString('base64')}`, 'content-type': 'application/json' }
+  // The store's change reaches the node's login within 2 s (the file is watched): retry that long.
+  const signInOther = async (password: string): Promise<string> => {
+    const deadline = Date.now() + 2_000
+    for (;;) {
+      const res = await fetch(`${base}/ui/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: OTHER.username, password }) })
+      if (res.status === 200 || Date.now() > deadline) {
+        assert.equal(res.status, 200, await res.clone().text())
+        return (res.headers.get('set-cookie') ?? '').split(';')[0]
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+  const reads = async (cookie: string): Promise<number> => (await fetch(`${base}/api/v1/nodes`, { headers: { cookie } })).status
+  const refusedWithin2s = async (cookie: string): Promise<number> => {
+    const deadline = Date.now() + 2_000
+    let status = await reads(cookie)
+    while (status !== 401 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100))
+      status = await reads(cookie)
+    }
+    return status
+  }
+  const change = async (method: string, body?: object): Promise<void> => {
+    const res = await fetch(`${base}/api/v1/users/${OTHER.username}`, { method, headers: asAdmin, ...(body ? { body: JSON.stringify(body) } : {}) })
+    assert.ok(res.status < 300, `${method} /api/v1/users/${OTHER.username}: ${res.status} ${await res.text()}`)
+  }
+  try {
+    let cookie = await signInOther(OTHER.password)
+    assert.equal(await reads(cookie), 200)
+    await change('PATCH', { password: 'a-third-long-password' })
+    assert.equal(await refusedWithin2s(cookie), 401, 'a new password ends the sessions opened with the old one')
+
+    cookie = await signInOther('a-third-long-password')
+    assert.equal(await reads(cookie), 200)
+    await change('PATCH', { admin: false })
+    assert.equal(await refusedWithin2s(cookie), 401, 'no longer an admin')
+
+    await change('PATCH', { admin: true })
+    cookie = await signInOther('a-third-long-password')
+    assert.equal(await reads(cookie), 200)
+    await change('DELETE')
+    assert.equal(await refusedWithin2s(cookie), 401, 'removed')
+  } finally {
+    await node.stop()
+  }
+})
+
 test('in chromium: sign in, see the node, find a connected client, kick it, sign out, at 1280×800 and 390×844', async () => {
   mkdirSync(ARTIFACTS, { recursive: true })
   const node = await startFleetmq({ users: [ADMIN], args: ['--allow-anonymous'] })
