@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt, { type MqttClient } from 'mqtt'
-import { collect, nextEvent, clusterOnRedis, waitUntil } from './nodes.js'
+import { collect, nextEvent, clusterOnRedis, numberedPublisher, waitUntil } from './nodes.js'
 
 /*
  * The publisher and the subscriber on different nodes, as behind a load balancer: kill -9 first
@@ -33,38 +33,30 @@ test('kill -9 of the publishers\' node, then of the subscribers\' node, during Q
   assert.equal(portOf(pub), nodes[0].ports.mqtt)
   assert.equal(portOf(sub), nodes[1].ports.mqtt)
 
-  const acked = new Set<number>()
-  let sent = 0
-  let stop = false
-  const publishing = (async () => {
-    while (!stop) {
-      const seq = sent++
-      pub.publishAsync('roles/seq', String(seq), { qos: 1 }).then(() => acked.add(seq), () => undefined)
-      await new Promise((resolve) => setTimeout(resolve, 5))
-    }
-  })()
+  const publisher = numberedPublisher(pub, 'roles/seq', 5)
+  const { acked } = publisher
 
   const results: string[] = []
   const killedAtSeq: number[] = []
   // However the test ends, the publishing loop ends with it (or the process would never exit).
-  t.after(() => { stop = true })
+  t.after(() => publisher.stop())
   for (const [victim, role] of [[0, 'publisher'], [1, 'subscriber']] as const) {
     await waitUntil(`traffic flowing before the ${role}'s node dies`, () => acked.size >= 200 + results.length * 400)
     const before = acked.size
     const killedAt = Date.now()
-    killedAtSeq.push(sent)
+    killedAtSeq.push(publisher.sent())
     await nodes[victim].stop('SIGKILL')
     const reconnected = waitUntil(`the ${role} reconnected`, () => pub.connected && sub.connected && portOf(pub) !== nodes[victim].ports.mqtt && portOf(sub) !== nodes[victim].ports.mqtt, 30_000).then(() => Date.now() - killedAt)
     // Back: both clients connected to a live node and new messages both acknowledged and delivered.
     await waitUntil(`the ${role} back on another node`, () =>
       pub.connected && sub.connected && portOf(pub) !== nodes[victim].ports.mqtt && portOf(sub) !== nodes[victim].ports.mqtt &&
-      acked.size >= before + 50 && got.some((m) => Number(m.payload) >= sent - 100), 30_000)
+      acked.size >= before + 50 && got.some((m) => Number(m.payload) >= publisher.sent() - 100), 30_000)
     const backMs = Date.now() - killedAt
     results.push(`${role}'s node killed: reconnected in ${await reconnected} ms, served in ${backMs} ms`)
     assert.ok(backMs <= BACK_WITHIN_MS, `after the ${role}'s node died the clients took ${backMs} ms to be served again (target ${BACK_WITHIN_MS} ms; ${results.at(-1)})`)
   }
-  stop = true
-  await publishing
+  await publisher.stop()
+  const sent = publisher.sent()
   await waitUntil('every acknowledged message delivered', () => {
     const seen = new Set(got.map((m) => Number(m.payload)))
     return [...acked].every((seq) => seen.has(seq))

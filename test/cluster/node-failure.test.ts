@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import mqtt from 'mqtt'
-import { collect, nextEvent, clusterOnRedis, waitUntil } from './nodes.js'
+import { collect, nextEvent, clusterOnRedis, numberedPublisher, waitUntil } from './nodes.js'
 
 /*
  * kill -9 of the node two persistent-session clients use while they exchange QoS 1 messages: both
@@ -23,17 +23,9 @@ test('kill -9 of a node under QoS 1 persistent traffic: no PUBACKed message is l
   t.after(() => { sub.end(true); pub.end(true) })
   await nextEvent(pub, 'connect')
 
-  const acked = new Set<number>()
-  let sent = 0
-  let stop = false
-  const publishing = (async () => {
-    while (!stop) {
-      const seq = sent++
-      // Not awaited one by one: several in flight when the node dies; MQTT.js resends them.
-      pub.publishAsync('failover/seq', String(seq), { qos: 1 }).then(() => acked.add(seq), () => undefined)
-      await new Promise((resolve) => setTimeout(resolve, 10))
-    }
-  })()
+  const publisher = numberedPublisher(pub, 'failover/seq', 10)
+  t.after(() => publisher.stop())
+  const { acked } = publisher
 
   await waitUntil('traffic flowing', () => acked.size >= 200)
   const killedAt = Date.now()
@@ -41,8 +33,8 @@ test('kill -9 of a node under QoS 1 persistent traffic: no PUBACKed message is l
   const ackedAtKill = acked.size
   await waitUntil('both clients reconnected elsewhere and traffic acknowledged again', () => sub.connected && pub.connected && acked.size >= ackedAtKill + 200, 30_000)
   const resumedAfter = Date.now() - killedAt
-  stop = true
-  await publishing
+  await publisher.stop()
+  const sent = publisher.sent()
   await waitUntil('every acknowledged message delivered', () => [...acked].every((seq) => got.some((m) => Number(m.payload) === seq)), 30_000)
     .catch(() => undefined)
   const delivered = new Set(got.map((m) => Number(m.payload)))

@@ -163,3 +163,21 @@ export function clusterWithRedis(count: number): { readonly nodes: RunningFleetm
   })
   return { nodes, redis: () => redis ?? assert.fail('the cluster\'s Redis is not started yet') }
 }
+
+/**
+ * Publishes "0", "1", … at QoS 1 every `intervalMs`, not awaiting each one (several are in flight
+ * when a node dies; MQTT.js resends them). `acked` holds the numbers the broker PUBACKed.
+ */
+export function numberedPublisher(client: MqttClient, topic: string, intervalMs: number): { readonly acked: Set<number>; sent(): number; stop(): Promise<void> } {
+  const acked = new Set<number>()
+  let sent = 0
+  let stopped = false
+  const loop = (async () => {
+    while (!stopped) {
+      const seq = sent++
+      client.publishAsync(topic, String(seq), { qos: 1 }).then(() => acked.add(seq), () => undefined)
+      await new Promise((resolve) => setTimeout(resolve, intervalMs))
+    }
+  })()
+  return { acked, sent: () => sent, stop: async () => { stopped = true; await loop } }
+}
